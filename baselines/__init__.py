@@ -1,0 +1,1 @@
+"""Baseline models (MulT, Self-MM) as mer_bench adapters."""

@@ -1,0 +1,278 @@
+"""The adapter contract: how a model plugs into the harness.
+
+The harness owns data, masks, seeds, devices, the epoch loop with early stopping on validation,
+checkpoints, evaluation and storage. An adapter owns
+
+- ``build``: the ``nn.Module`` for a data spec and task,
+- ``setup``: optional statistics from the training split (prototypes, dictionaries, memories),
+- ``train_step``: its loss and optimiser step(s) for one batch, including any training-time
+  missing-data augmentation (through ``mer_bench.missing``),
+- ``predict``: raw outputs for one batch of one view (eval mode, no grad),
+- ``scores``: the per-class scores (or regression score) from raw outputs under post-hoc knobs
+  (e.g. CIDer's counterfactual weight τ); ``knob_grid`` lists the knobs the harness may select
+  on validation.
+
+Registration: ``@register_adapter("name")`` for classes defined anywhere, a lazy map of
+built-ins (``"module:Class"`` strings, so importing mer_bench stays cheap), and the entry-point
+group ``mer_bench.adapters`` for external packages.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any, ClassVar, TypeVar
+
+import numpy as np
+import torch
+from torch import nn
+
+from mer_bench.batch import Batch
+from mer_bench.data.types import DataSpec, Split
+from mer_bench.errors import AdapterError, ConfigError
+from mer_bench.protocol import Task
+
+ENTRY_POINT_GROUP = "mer_bench.adapters"
+
+
+@dataclass(frozen=True)
+class SearchDim:
+    """One dimension of an adapter's hyperparameter search space (for ``tune``)."""
+
+    kind: str
+    """``int`` (low..high inclusive, step), ``float`` (low..high, step or log), ``categorical``."""
+    low: float | None = None
+    high: float | None = None
+    step: float | None = None
+    log: bool = False
+    choices: tuple[Any, ...] = ()
+
+
+@dataclass(frozen=True)
+class AdapterContext:
+    """Everything an adapter is built from. The harness fills it; adapters only read it."""
+
+    spec: DataSpec
+    task: Task
+    params: Mapping[str, Any]
+    """Resolved hyperparameters: the adapter's preset overlaid with user overrides."""
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    seed: int = 1111
+    text_encoder: str | None = None
+    """Local Hugging Face folder of a BERT-family encoder; None → a tiny random BERT."""
+    cache_dir: Path | None = None
+    """Per-setting cache folder (e.g. CIDer's bias-word dictionary)."""
+    options: Mapping[str, Any] = field(default_factory=dict)
+    """Adapter-specific options from the CLI (e.g. ``cider_prototypes``)."""
+
+
+class Adapter(ABC):
+    """Base class of every model adapter. Subclasses are small (~100–150 lines)."""
+
+    name: ClassVar[str] = ""
+    tasks: ClassVar[tuple[Task, ...]] = (Task.BINARY, Task.SEVEN)
+    """Tasks the model supports; ``--protocol all`` covers exactly these."""
+    presets: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
+    """Named hyperparameter sets. ``default`` is used for real data, ``synth`` for synth."""
+    search_space: ClassVar[Mapping[str, SearchDim]] = {}
+    knob_grid: ClassVar[Mapping[str, Sequence[float]]] = {}
+    """Post-hoc knobs (name → candidate values) selected on validation per cell."""
+    default_knobs: ClassVar[Mapping[str, float]] = {}
+    """Knob values that mean "no post-hoc adjustment" (always recorded as well)."""
+
+    def __init__(self, ctx: AdapterContext) -> None:
+        if ctx.task not in self.tasks:
+            raise AdapterError(
+                f"adapter {self.name!r} does not support task {ctx.task.value!r}; "
+                f"it supports {', '.join(t.value for t in self.tasks)}"
+            )
+        self.ctx = ctx
+        self.model: nn.Module = self.build().to(ctx.device)
+        self.optimizer: torch.optim.Optimizer | None = None
+
+    # ----------------------------------------------------------------- to implement
+    @abstractmethod
+    def build(self) -> nn.Module:
+        """Construct the model for ``self.ctx.spec`` and ``self.ctx.task``."""
+
+    @abstractmethod
+    def train_step(self, batch: Batch, generator: torch.Generator) -> torch.Tensor:
+        """One training step on a complete-view batch (already on the device).
+
+        Apply any training-time augmentation, compute the loss, backpropagate and step the
+        optimiser(s). Return the loss as a detached scalar tensor (no host sync).
+        """
+
+    @abstractmethod
+    def predict(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """Raw outputs (each with leading dim B) for a batch of one view; called under no_grad
+        in eval mode. The harness concatenates them over batches and passes them to ``scores``."""
+
+    # ----------------------------------------------------------------- optional hooks
+    def setup(self, train: Split) -> None:
+        """Called once before training with the training split (statistics, memories)."""
+
+    def configure_optimizer(self) -> torch.optim.Optimizer:
+        """Default: Adam over all trainable parameters with ``params['lr']``."""
+        return torch.optim.Adam(
+            [p for p in self.model.parameters() if p.requires_grad],
+            lr=float(self.ctx.params.get("lr", 1e-3)),
+        )
+
+    def on_epoch_start(self, epoch: int) -> None:
+        """Called before each training epoch (1-based)."""
+
+    def on_epoch_end(self, epoch: int) -> None:
+        """Called after each training epoch (flush accumulated gradients, etc.)."""
+
+    def scores(self, outputs: Mapping[str, np.ndarray], knobs: Mapping[str, float]) -> np.ndarray:
+        """Per-class scores (N, C) whose argmax is the prediction, or (N,) regression scores.
+
+        Default: ``outputs['scores']``; adapters with knobs override this.
+        """
+        return outputs["scores"]
+
+    def extra_state(self) -> dict[str, torch.Tensor]:
+        """Tensors beyond the module's state dict that a checkpoint must keep."""
+        return {}
+
+    def load_extra_state(self, state: Mapping[str, torch.Tensor]) -> None:
+        """Restore what ``extra_state`` returned."""
+
+    # ----------------------------------------------------------------- provided
+    @classmethod
+    def resolve_params(
+        cls, preset: str, overrides: Mapping[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """The preset's parameters overlaid with ``overrides`` (unknown keys are an error)."""
+        if preset not in cls.presets:
+            raise ConfigError(
+                f"adapter {cls.name!r} has no preset {preset!r}; presets: "
+                f"{', '.join(cls.presets) or '(none)'}"
+            )
+        params = dict(cls.presets[preset])
+        for key, value in (overrides or {}).items():
+            if key not in params:
+                hint = difflib.get_close_matches(key, list(params), n=1)
+                raise ConfigError(
+                    f"unknown parameter {key!r} for {cls.name!r}"
+                    + (f"; did you mean {hint[0]!r}?" if hint else "")
+                    + f" known: {', '.join(sorted(params))}"
+                )
+            params[key] = type(params[key])(value) if params[key] is not None else value
+        return params
+
+    def train_mode(self) -> None:
+        self.model.train()
+        if self.optimizer is None:
+            self.optimizer = self.configure_optimizer()
+
+    def checkpoint_state(self) -> dict[str, torch.Tensor]:
+        """Module state dict plus ``extra.``-prefixed extra state (flat tensor dict)."""
+        state = {k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}
+        for k, v in self.extra_state().items():
+            state[f"__extra__.{k}"] = v.detach().cpu().contiguous()
+        return state
+
+    def load_checkpoint_state(self, state: Mapping[str, torch.Tensor]) -> None:
+        model_state = {k: v for k, v in state.items() if not k.startswith("__extra__.")}
+        extra = {k[len("__extra__.") :]: v for k, v in state.items() if k.startswith("__extra__.")}
+        self.model.load_state_dict(model_state, strict=True)
+        self.load_extra_state(extra)
+
+
+# --------------------------------------------------------------------------- registry
+
+_BUILTINS: dict[str, str] = {
+    "cider": "cider.adapter:CIDerAdapter",
+    "cider_fixed": "cider.adapter:CIDerFixedAdapter",
+    "mult": "baselines.mult.adapter:MulTAdapter",
+    "self_mm": "baselines.self_mm.adapter:SelfMMAdapter",
+}
+_REGISTERED: dict[str, type[Adapter]] = {}
+_SOURCES: dict[str, str] = {}
+
+A = TypeVar("A", bound=type[Adapter])
+
+
+def register_adapter(name: str) -> Callable[[A], A]:
+    """Class decorator: make an adapter available under ``name``."""
+
+    def deco(cls: A) -> A:
+        if not (isinstance(cls, type) and issubclass(cls, Adapter)):
+            raise TypeError("register_adapter decorates Adapter subclasses")
+        cls.name = name
+        _REGISTERED[name] = cls
+        _SOURCES.setdefault(name, f"{cls.__module__}:{cls.__qualname__}")
+        return cls
+
+    return deco
+
+
+def _entry_points() -> dict[str, str]:
+    try:
+        eps = metadata.entry_points(group=ENTRY_POINT_GROUP)
+    except Exception:  # pragma: no cover - broken metadata must not break the CLI
+        return {}
+    return {ep.name: ep.value for ep in eps}
+
+
+def _import_target(target: str) -> type[Adapter]:
+    module_name, _, attr = target.partition(":")
+    if not attr:
+        raise AdapterError(f"adapter target {target!r} must look like 'module:Class'")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise AdapterError(f"cannot import adapter module {module_name!r}: {exc}") from None
+    obj: Any = module
+    for part in attr.split("."):
+        obj = getattr(obj, part, None)
+        if obj is None:
+            raise AdapterError(f"module {module_name!r} has no attribute {attr!r}")
+    if not (isinstance(obj, type) and issubclass(obj, Adapter)):
+        raise AdapterError(f"{target!r} is not a mer_bench.adapters.Adapter subclass")
+    return obj
+
+
+def available_adapters() -> dict[str, str]:
+    """Every known adapter name → its source (``module:Class`` and where it comes from)."""
+    names: dict[str, str] = {}
+    for name, target in _BUILTINS.items():
+        names[name] = f"{target} (built-in)"
+    for name, target in _entry_points().items():
+        names.setdefault(name, f"{target} (entry point)")
+    for name, source in _SOURCES.items():
+        names.setdefault(name, f"{source} (registered)")
+    return dict(sorted(names.items()))
+
+
+def get_adapter(name: str) -> type[Adapter]:
+    """Resolve an adapter by registered name, built-in name, entry point or ``module:Class``."""
+    if name in _REGISTERED:
+        return _REGISTERED[name]
+    if ":" in name:
+        cls = _import_target(name)
+        if not cls.name:
+            cls.name = name
+        return cls
+    target = _BUILTINS.get(name) or _entry_points().get(name)
+    if target is None:
+        known = list(available_adapters())
+        hint = difflib.get_close_matches(name, known, n=1)
+        raise AdapterError(
+            f"unknown model {name!r}"
+            + (f"; did you mean {hint[0]!r}?" if hint else "")
+            + f" (available: {', '.join(known)})"
+        )
+    cls = _import_target(target)
+    # Importing the module normally registers the class; make sure the name sticks either way.
+    _REGISTERED.setdefault(name, cls)
+    if not cls.name:
+        cls.name = name
+    return cls

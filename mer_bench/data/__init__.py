@@ -1,0 +1,1 @@
+"""Data layer: MMSA file formats, safe loading, loaders, the synthetic dataset."""

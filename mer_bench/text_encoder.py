@@ -1,0 +1,46 @@
+"""BERT-family text encoders, loaded from local folders only (never from a hub).
+
+``--text-encoder PATH`` names a local Hugging Face folder (config.json + weights). Without it
+models get a *tiny* randomly initialised BERT built from a ``BertConfig`` with the full
+bert-base-uncased vocabulary size, so real token ids stay valid; this is what the synthetic
+benchmark and the tests use.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from mer_bench.errors import ConfigError
+
+TINY_BERT = {
+    "vocab_size": 30522,
+    "hidden_size": 32,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 2,
+    "intermediate_size": 64,
+    "max_position_embeddings": 128,
+    "hidden_dropout_prob": 0.1,
+    "attention_probs_dropout_prob": 0.1,
+}
+
+
+def build_text_encoder(path: str | Path | None, **tiny_overrides: int | float):
+    """A ``transformers.BertModel`` (or other AutoModel) from a local folder, or a tiny BERT.
+
+    Runs with ``local_files_only=True``: nothing is downloaded.
+    """
+    import transformers
+
+    if path is None:
+        config = transformers.BertConfig(**{**TINY_BERT, **tiny_overrides})
+        return transformers.BertModel(config, add_pooling_layer=True)
+    folder = Path(path)
+    if not (folder / "config.json").is_file():
+        raise ConfigError(
+            f"text encoder folder {folder} has no config.json; pass a local Hugging Face "
+            "BERT folder (nothing is downloaded)"
+        )
+    try:
+        return transformers.AutoModel.from_pretrained(str(folder), local_files_only=True)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot load text encoder from {folder}: {exc}") from None
