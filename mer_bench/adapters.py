@@ -174,9 +174,13 @@ class Adapter(ABC):
 
     def checkpoint_state(self) -> dict[str, torch.Tensor]:
         """Module state dict plus ``extra.``-prefixed extra state (flat tensor dict)."""
-        state = {k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}
+        # Copies, never views: the live parameters keep changing after a best epoch is saved.
+        state = {
+            k: v.detach().to("cpu", copy=True).contiguous()
+            for k, v in self.model.state_dict().items()
+        }
         for k, v in self.extra_state().items():
-            state[f"__extra__.{k}"] = v.detach().cpu().contiguous()
+            state[f"__extra__.{k}"] = v.detach().to("cpu", copy=True).contiguous()
         return state
 
     def load_checkpoint_state(self, state: Mapping[str, torch.Tensor]) -> None:

@@ -118,8 +118,9 @@ class Batch:
             if isinstance(value, torch.Tensor):
                 value = value.pin_memory()
             elif isinstance(value, KeepMasks):
-                value = KeepMasks(value.text.pin_memory(), value.audio.pin_memory(),
-                                  value.vision.pin_memory())
+                value = KeepMasks(
+                    value.text.pin_memory(), value.audio.pin_memory(), value.vision.pin_memory()
+                )
             pinned[f.name] = value
         return Batch(**pinned)
 

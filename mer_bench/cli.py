@@ -1,7 +1,443 @@
-"""Command-line interface (placeholder, being written)."""
+"""``python -m mer_bench``: the command-line interface (DESIGN.md §6).
+
+Errors a user can cause print one ``error:`` line on stderr and exit 2; internal failures keep
+their traceback and exit 1.
+"""
 
 from __future__ import annotations
 
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, NoReturn
 
-def main(argv: list[str] | None = None) -> int:
+from mer_bench.errors import ConfigError, MerBenchError
+
+PENDING = {
+    "plot": "issue 'Reports' (significance-tested tables, degradation curves, leaderboards)",
+    "table": "issue 'Reports' (significance-tested tables, degradation curves, leaderboards)",
+    "leaderboard": "issue 'Reports' (significance-tested tables, degradation curves, leaderboards)",
+    "tune": "issue 'Hyperparameter tuning with Optuna'",
+}
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports usage errors as one ``error:`` line (exit 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        sys.stderr.write(f"error: {message} (see `{self.prog} --help`)\n")
+        raise SystemExit(2)
+
+
+def _csv(text: str) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def _seeds(text: str) -> tuple[int, ...]:
+    try:
+        seeds = tuple(int(s) for s in _csv(text))
+    except ValueError:
+        raise ConfigError(f"invalid --seeds {text!r}; expected comma-separated integers") from None
+    if not seeds:
+        raise ConfigError("--seeds needs at least one seed")
+    return seeds
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def _overrides(sets: Sequence[str], params_file: str | None, models: Sequence[str]) -> dict:
+    """``--set [model.]key=value`` and ``--params FILE.json`` → per-model overrides."""
+    out: dict[str, dict[str, Any]] = {m: {} for m in models}
+    if params_file:
+        try:
+            data = json.loads(Path(params_file).read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ConfigError(f"cannot read --params {params_file}: {exc}") from None
+        model = data.get("model")
+        params = data.get("params", data)
+        targets = [model] if model in out else list(out)
+        for m in targets:
+            out[m].update({k: v for k, v in params.items() if k != "model"})
+    for item in sets:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError(f"invalid --set {item!r}; expected [model.]key=value")
+        model, dot, name = key.partition(".")
+        targets = [model] if dot and model in out else list(out)
+        if dot and model not in out:
+            name = key
+        for m in targets:
+            out[m][name] = _parse_value(value)
+    return out
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def cmd_protocols(args: argparse.Namespace) -> int:
+    from mer_bench.protocol import Dataset, Task, _parse_enum, select_cells
+
+    datasets = (
+        [_parse_enum(Dataset, d, "dataset") for d in _csv(args.dataset)] if args.dataset else None
+    )
+    tasks = [_parse_enum(Task, t, "task") for t in _csv(args.task)] if args.task else None
+    cells = select_cells(args.selector, datasets, tasks)
+    out = sys.stdout
+    for cell in cells:
+        out.write(cell.id + "\n")
+    out.write(f"{len(cells)} cells\n")
     return 0
+
+
+def cmd_adapters(args: argparse.Namespace) -> int:
+    from mer_bench.adapters import available_adapters
+
+    for name, source in available_adapters().items():
+        print(f"{name}\t{source}")
+    return 0
+
+
+def cmd_data_check(args: argparse.Namespace) -> int:
+    from mer_bench.data.check import check_file
+
+    report = check_file(Path(args.path))
+    print(report.render())
+    return 0
+
+
+def cmd_data_synth(args: argparse.Namespace) -> int:
+    from mer_bench.data.synth import SynthConfig, write_synth
+
+    paths = write_synth(Path(args.out), SynthConfig(seed=args.seed))
+    for p in paths:
+        print(p)
+    print(f"wrote {len(paths)} files (MMSA format) under {args.out}")
+    return 0
+
+
+def cmd_masks(args: argparse.Namespace) -> int:
+    from mer_bench.data.loaders import load_bundle
+    from mer_bench.missing import split_mask_arrays, write_masks_npz
+    from mer_bench.protocol import (
+        Alignment,
+        Cell,
+        Dataset,
+        DataSetting,
+        Distribution,
+        Mode,
+        Task,
+        _parse_enum,
+    )
+
+    setting = DataSetting(
+        _parse_enum(Dataset, args.dataset, "dataset"),
+        _parse_enum(Distribution, args.distribution, "distribution"),
+        _parse_enum(Alignment, args.alignment, "alignment"),
+        _parse_enum(Task, args.task, "task"),
+    )
+    mode = _parse_enum(Mode, args.mode, "mode")
+    cell = Cell(setting, mode, args.rate, args.condition)  # validates the combination
+    bundle = load_bundle(setting, args.data_root)
+    arrays = split_mask_arrays(
+        bundle.split(args.split),
+        mode,
+        rate=cell.rate,
+        condition=cell.condition,
+        seed=args.seed,
+        rng=args.mask_rng,
+    )
+    write_masks_npz(Path(args.out), arrays)
+    kept = {k: int(v.sum()) for k, v in arrays.items() if k.endswith("_keep")}
+    print(f"{cell.id} seed {args.seed} ({args.mask_rng}): wrote {args.out}; kept positions {kept}")
+    return 0
+
+
+def cmd_describe(args: argparse.Namespace) -> int:
+    from mer_bench.adapters import AdapterContext, get_adapter
+    from mer_bench.data.dims import published_spec
+    from mer_bench.protocol import Alignment, Dataset, DataSetting, Distribution, Task, _parse_enum
+    from mer_bench.runner import preset_name
+
+    setting = DataSetting(
+        _parse_enum(Dataset, args.dataset, "dataset"),
+        _parse_enum(Distribution, args.distribution, "distribution"),
+        _parse_enum(Alignment, args.alignment, "alignment"),
+        _parse_enum(Task, args.task, "task"),
+    )
+    cls = get_adapter(args.model)
+    if setting.dataset is Dataset.SYNTH:
+        from mer_bench.data.loaders import load_bundle
+
+        spec = load_bundle(setting).spec
+    else:
+        spec = published_spec(setting)
+    overrides = _overrides(args.set or [], None, [args.model])[args.model]
+    params = cls.resolve_params(preset_name(cls, setting.dataset), overrides)
+    adapter = cls(
+        AdapterContext(spec=spec, task=setting.task, params=params, text_encoder=args.text_encoder)
+    )
+    model = adapter.model
+    bert_prefixes = getattr(adapter, "text_encoder_prefixes", ("text_model.", "text_encoder."))
+    state = model.state_dict()
+    params_named = dict(model.named_parameters())
+    non_bert = {k: v for k, v in state.items() if not k.startswith(tuple(bert_prefixes))}
+    n_non_bert = sum(
+        p.numel() for k, p in params_named.items() if not k.startswith(tuple(bert_prefixes))
+    )
+    n_bert = sum(p.numel() for k, p in params_named.items() if k.startswith(tuple(bert_prefixes)))
+    if args.state_dict:
+        print("name\tshape\tkind")
+        for name, tensor in non_bert.items():
+            shape = "x".join(str(s) for s in tensor.shape) or "1"
+            print(f"{name}\t{shape}\t{'param' if name in params_named else 'buffer'}")
+        return 0
+    print(f"model\t{cls.name}")
+    print(f"setting\t{setting.id}")
+    print(f"preset\t{preset_name(cls, setting.dataset)}")
+    print(f"non_bert_parameters\t{n_non_bert}")
+    print(f"bert_parameters\t{n_bert}")
+    print(f"non_bert_state_entries\t{len(non_bert)}")
+    return 0
+
+
+def cmd_import_checkpoint(args: argparse.Namespace) -> int:
+    from cider.checkpoint import import_checkpoint, save_safetensors
+
+    state = import_checkpoint(Path(args.path))
+    save_safetensors(state, Path(args.out))
+    print(f"imported {len(state)} tensors from {args.path} into {args.out}")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from mer_bench.cli_run import run_main
+
+    return run_main(args)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from mer_bench.export import metrics_frame, predictions_frame, write_frame
+    from mer_bench.store import ResultsStore
+
+    with ResultsStore(args.results, create=False) as store:
+        frame = metrics_frame(store) if args.what == "metrics" else predictions_frame(store)
+    text = write_frame(frame, args.format, Path(args.out) if args.out else None)
+    if text is not None:
+        sys.stdout.write(text)
+    else:
+        print(f"wrote {len(frame)} rows to {args.out}", file=sys.stderr)
+    return 0
+
+
+def cmd_check_adapter(args: argparse.Namespace) -> int:
+    from mer_bench.conformance import run_conformance
+
+    return run_conformance(args.target, text_encoder=args.text_encoder)
+
+
+def _pending(name: str) -> Callable[[argparse.Namespace], int]:
+    def handler(args: argparse.Namespace) -> int:
+        raise MerBenchError(
+            f"`{name}` is not implemented yet (planned in the {PENDING[name]}); "
+            "nothing was produced"
+        )
+
+    return handler
+
+
+# --------------------------------------------------------------------------- parser
+
+
+def _add_data_setting(p: argparse.ArgumentParser, *, dataset_required: bool = True) -> None:
+    p.add_argument(
+        "--dataset",
+        required=dataset_required,
+        default=None if dataset_required else "synth",
+        help="mosi, mosei or synth",
+    )
+    p.add_argument("--distribution", default="iid", help="iid, ood or cross (default iid)")
+    p.add_argument(
+        "--alignment", default="unaligned", help="aligned or unaligned (default unaligned)"
+    )
+    p.add_argument("--task", default="binary", help="binary, seven or regression (default binary)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="python -m mer_bench",
+        description="mer_bench: how well does a multimodal emotion model hold up when modalities "
+        "go missing and the test distribution shifts?",
+    )
+    parser.add_argument("--version", action="version", version=_version())
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    p = sub.add_parser(
+        "run",
+        help="train every setting once and evaluate every protocol cell",
+        description="Train each model once per training setting and seed, evaluate "
+        "it in every selected protocol cell, store per-sample predictions.",
+    )
+    p.add_argument(
+        "--models", default="cider,mult", help="comma-separated adapter names (default cider,mult)"
+    )
+    p.add_argument(
+        "--protocol",
+        default="all",
+        help="selector, e.g. 'distribution=ood,mode=RMFM|RMM' (default all)",
+    )
+    p.add_argument("--dataset", default="synth", help="synth (embedded default), mosi or mosei")
+    p.add_argument(
+        "--data-root", default=None, help="folder with the real data files (or env MER_BENCH_DATA)"
+    )
+    p.add_argument(
+        "--seeds", default="1111,1112,1113", help="comma-separated seeds (default 1111,1112,1113)"
+    )
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
+    p.add_argument(
+        "--precision", default="fp32", choices=["fp32", "bf16"], help="bf16 autocast on CUDA"
+    )
+    p.add_argument("--out", default="results", help="results folder (default results)")
+    p.add_argument("--executor", default="local", help="local (default) or ray")
+    p.add_argument("--ray-address", default=None, help="address of an existing Ray cluster")
+    p.add_argument(
+        "--jobs", type=int, default=1, help="worker processes for independent settings (local)"
+    )
+    p.add_argument(
+        "--text-encoder",
+        default=None,
+        help="local Hugging Face BERT folder (default: tiny random BERT)",
+    )
+    p.add_argument(
+        "--tau-selection",
+        default="valid",
+        choices=["valid", "test-oracle"],
+        help="how CIDer's τ is chosen for the headline numbers (both are always stored)",
+    )
+    p.add_argument(
+        "--mask-rng",
+        default="per-sample",
+        choices=["per-sample", "reference"],
+        help="mask draws: pure per-sample function, or the reference's NumPy draws",
+    )
+    p.add_argument(
+        "--set", action="append", metavar="[MODEL.]KEY=VALUE", help="override a hyperparameter"
+    )
+    p.add_argument(
+        "--params", default=None, help="JSON file of hyperparameters (e.g. from tune --export)"
+    )
+    p.add_argument(
+        "--cider-prototypes",
+        default=None,
+        help="CIDer checkout folder with the shipped *_feats/*_probs .npy files",
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(handler=cmd_run)
+
+    p = sub.add_parser("protocols", help="list the cell ids a selector selects, then a count")
+    p.add_argument("selector", nargs="?", default="all", help="selector (default all)")
+    p.add_argument("--dataset", default=None, help="restrict to datasets (comma-separated)")
+    p.add_argument("--task", default=None, help="restrict to tasks (comma-separated)")
+    p.set_defaults(handler=cmd_protocols)
+
+    p = sub.add_parser("data", help="data files: check one, or write the synthetic dataset")
+    data_sub = p.add_subparsers(dest="data_command", metavar="SUBCOMMAND", parser_class=_Parser)
+    q = data_sub.add_parser("check", help="validate one data file (exit 0 valid, 2 invalid)")
+    q.add_argument("path")
+    q.set_defaults(handler=cmd_data_check)
+    q = data_sub.add_parser("synth", help="write the synthetic dataset as MMSA pickles")
+    q.add_argument("--out", required=True)
+    q.add_argument("--seed", type=int, default=0)
+    q.set_defaults(handler=cmd_data_synth)
+
+    p = sub.add_parser("masks", help="write the masks a cell applies, as .npz, for inspection")
+    _add_data_setting(p, dataset_required=False)
+    p.add_argument("--data-root", default=None)
+    p.add_argument("--split", default="test", choices=["train", "valid", "test"])
+    p.add_argument("--mode", required=True, help="RMFM, RMFM_same, RMM, TMFM, STMFM or SMM")
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("--rate", type=float, help="missing rate 0.0 … 1.0 (step 0.1)")
+    g.add_argument("--condition", help="SMM: kept modalities (T, A, V, TA, TV, AV, TAV)")
+    p.add_argument("--seed", type=int, default=1111)
+    p.add_argument("--mask-rng", default="per-sample", choices=["per-sample", "reference"])
+    p.add_argument("--out", required=True)
+    p.set_defaults(handler=cmd_masks)
+
+    p = sub.add_parser("export", help="results or per-sample predictions as CSV/Parquet")
+    p.add_argument("--results", default="results")
+    p.add_argument("--what", required=True, choices=["metrics", "predictions"])
+    p.add_argument("--format", default="csv", choices=["csv", "parquet"])
+    p.add_argument("--out", default=None, help="file (csv goes to stdout without it)")
+    p.set_defaults(handler=cmd_export)
+
+    p = sub.add_parser("adapters", help="registered model adapters and their source")
+    p.set_defaults(handler=cmd_adapters)
+
+    p = sub.add_parser(
+        "check-adapter", help="conformance suite for an adapter (NAME or module:Class)"
+    )
+    p.add_argument("target")
+    p.add_argument("--text-encoder", default=None)
+    p.set_defaults(handler=cmd_check_adapter)
+
+    p = sub.add_parser(
+        "describe", help="parameter counts and state-dict table of a model for a setting"
+    )
+    p.add_argument("model")
+    _add_data_setting(p)
+    p.add_argument("--set", action="append", metavar="KEY=VALUE")
+    p.add_argument("--text-encoder", default=None)
+    p.add_argument("--state-dict", action="store_true", help="print the non-BERT state dict as TSV")
+    p.set_defaults(handler=cmd_describe)
+
+    p = sub.add_parser(
+        "import-checkpoint", help="official CIDer checkpoint → safetensors, executing nothing"
+    )
+    p.add_argument("path")
+    p.add_argument("--out", required=True)
+    p.set_defaults(handler=cmd_import_checkpoint)
+
+    for name, where in PENDING.items():
+        p = sub.add_parser(
+            name,
+            help=f"(not implemented yet: {where})",
+            description=f"Not implemented yet: planned in the {where}. Exits 2.",
+        )
+        p.add_argument("rest", nargs=argparse.REMAINDER)
+        p.set_defaults(handler=_pending(name))
+    return parser
+
+
+def _version() -> str:
+    from mer_bench import __version__
+
+    return f"mer_bench {__version__}"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler = getattr(args, "handler", None)
+    if handler is None:
+        if args.command == "data":
+            parser.parse_args(["data", "--help"])
+        parser.print_help()
+        return 2
+    try:
+        return int(handler(args) or 0)
+    except MerBenchError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        return exc.exit_code
+    except KeyboardInterrupt:
+        sys.stderr.write(
+            "error: interrupted; finished cells are saved, rerun the same command to resume\n"
+        )
+        return 130
+    except BrokenPipeError:
+        return 0

@@ -124,9 +124,7 @@ def canonical_condition(text: str) -> str:
     """Normalise an SMM condition (``at`` → ``TA``); raise ProtocolError if invalid."""
     letters = text.strip().upper()
     if not letters or set(letters) - set("TAV") or len(set(letters)) != len(letters):
-        raise ProtocolError(
-            f"invalid SMM condition {text!r}; valid: {', '.join(CONDITIONS)}"
-        )
+        raise ProtocolError(f"invalid SMM condition {text!r}; valid: {', '.join(CONDITIONS)}")
     return "".join(m for m in "TAV" if m in letters)
 
 
@@ -254,9 +252,7 @@ def data_settings(
 ) -> list[DataSetting]:
     """Every valid data setting (cross-dataset only aligned)."""
     out = []
-    for ds, dist, align, task in itertools.product(
-        datasets, Distribution, Alignment, tasks
-    ):
+    for ds, dist, align, task in itertools.product(datasets, Distribution, Alignment, tasks):
         if dist is Distribution.CROSS and align is not Alignment.ALIGNED:
             continue
         out.append(DataSetting(ds, dist, align, task))
@@ -276,7 +272,15 @@ def cells_for(data: DataSetting) -> list[Cell]:
     return out
 
 
-AXES: tuple[str, ...] = ("dataset", "distribution", "alignment", "task", "mode", "rate", "condition")
+AXES: tuple[str, ...] = (
+    "dataset",
+    "distribution",
+    "alignment",
+    "task",
+    "mode",
+    "rate",
+    "condition",
+)
 
 
 @dataclass(frozen=True)

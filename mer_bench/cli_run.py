@@ -1,0 +1,192 @@
+"""``run``: progress display and the closing summary around ``mer_bench.runner``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import resource
+import sys
+import time
+from collections import defaultdict
+
+from mer_bench.errors import ConfigError
+from mer_bench.runner import Hooks, RunOptions, execute, plan
+
+
+def _options(args: argparse.Namespace) -> RunOptions:
+    from mer_bench.cli import _csv, _overrides, _seeds
+    from mer_bench.protocol import Dataset, _parse_enum
+
+    models = tuple(_csv(args.models))
+    if not models:
+        raise ConfigError("--models needs at least one adapter name")
+    if args.jobs < 1:
+        raise ConfigError("--jobs must be >= 1")
+    options = {}
+    if args.cider_prototypes:
+        options["cider_prototypes"] = args.cider_prototypes
+    return RunOptions(
+        models=models,
+        selector=args.protocol,
+        dataset=_parse_enum(Dataset, args.dataset, "dataset"),
+        data_root=args.data_root,
+        seeds=_seeds(args.seeds),
+        device=args.device,
+        out=args.out,
+        text_encoder=args.text_encoder,
+        tau_selection=args.tau_selection,
+        mask_rng=args.mask_rng,
+        precision=args.precision,
+        jobs=args.jobs,
+        executor=args.executor,
+        ray_address=args.ray_address,
+        overrides=_overrides(args.set or [], args.params, models),
+        options=options,
+        quiet=args.quiet,
+    )
+
+
+def run_main(args: argparse.Namespace) -> int:
+    from mer_bench.adapters import get_adapter
+    from mer_bench.runner import resolve_device
+
+    opts = _options(args)
+    for model in opts.models:
+        get_adapter(model)  # unknown names fail before any work
+    resolve_device(opts.device)
+    plans = plan(opts)
+    n_cells = sum(len(p.cells) for p in plans)
+    start = time.perf_counter()
+    if opts.quiet or not sys.stderr.isatty():
+        if not opts.quiet:
+            print(
+                f"mer_bench run: {len(plans)} training settings, {n_cells} cells -> {opts.out}",
+                file=sys.stderr,
+            )
+        outcomes = execute(plans, opts, _log_hooks(opts.quiet))
+    else:
+        outcomes = _run_with_progress(plans, opts, n_cells)
+    elapsed = time.perf_counter() - start
+    trained = sum(o.trained for o in outcomes)
+    evaluated = sum(o.cells_done for o in outcomes)
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    _print_summary(opts)
+    print(
+        f"\n{len(plans)} training settings ({trained} trained now), {n_cells} cells "
+        f"({evaluated} evaluated now) in {elapsed:.1f} s; peak memory {peak_mb:.0f} MB."
+    )
+    print(f"Results: {opts.out}/results.sqlite")
+    print(
+        "Next: python -m mer_bench plot --results "
+        + opts.out
+        + "   |   python -m mer_bench table --results "
+        + opts.out
+        + "   |   python -m mer_bench export --results "
+        + opts.out
+        + " --what metrics"
+    )
+    return 0
+
+
+def _log_hooks(quiet: bool) -> Hooks:
+    if quiet:
+        return Hooks()
+    state = {"n": 0}
+
+    def on_cells_planned(sid: str, n: int) -> None:
+        state["n"] += 1
+        print(f"[{state['n']}] {sid}: {n} cells to evaluate", file=sys.stderr, flush=True)
+
+    return Hooks(on_cells_planned=on_cells_planned)
+
+
+def _run_with_progress(plans, opts: RunOptions, n_cells: int):
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        transient=False,
+    ) as progress:
+        t_settings = progress.add_task("settings", total=len(plans))
+        t_epochs = progress.add_task("epochs", total=1)
+        t_cells = progress.add_task("cells", total=n_cells)
+        seen: set[str] = set()
+        planned = {p.setting.id: len(p.cells) for p in plans}
+
+        def on_cells_planned(sid: str, n: int) -> None:
+            # cells already done in an earlier run count as complete
+            if sid not in seen:
+                seen.add(sid)
+                progress.advance(t_cells, planned.get(sid, 0) - n)
+                if n == 0:
+                    progress.advance(t_settings)
+            progress.update(t_epochs, description=f"epochs {sid}", completed=0)
+
+        def on_epoch(sid: str, epoch: int, max_epochs: int) -> None:
+            progress.update(t_epochs, total=max_epochs, completed=epoch)
+
+        def on_cell(sid: str, cell_id: str) -> None:
+            progress.advance(t_cells)
+            done = progress.tasks[t_cells].completed
+            del done
+
+        hooks = Hooks(on_epoch=on_epoch, on_cell=on_cell, on_cells_planned=on_cells_planned)
+        outcomes = []
+        for sp in plans:
+            outcomes.extend(execute([sp], opts, hooks))
+            if sp.setting.id in seen and planned[sp.setting.id]:
+                progress.advance(t_settings)
+        return outcomes
+
+
+def _print_summary(opts: RunOptions) -> None:
+    """Per model × data setting: headline metric at rate 0 and AUILC per mode (mean over seeds)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from mer_bench.metrics import auilc
+    from mer_bench.protocol import RATES, Task
+    from mer_bench.store import ResultsStore
+
+    with ResultsStore(opts.out) as store:
+        frame = store.results_frame(primary_only=True)
+    if frame.empty:
+        return
+    frame = frame[frame["model"].isin(opts.models)]
+    table = Table(title=f"mer_bench summary ({opts.out}; mean over seeds)")
+    for col in ("model", "setting", "metric", "@0", "RMFM", "RMFM_same", "RMM", "TMFM", "STMFM"):
+        table.add_column(col, justify="left" if col in ("model", "setting", "metric") else "right")
+    groups = defaultdict(dict)
+    for row in frame.itertuples(index=False):
+        data_id = "/".join(row.cell_id.split("/")[:4])
+        metrics = json.loads(row.metrics)
+        groups[(row.model, data_id)].setdefault(row.seed, []).append((row.mode, row.rate, metrics))
+    for (model, data_id), seeds in sorted(groups.items()):
+        task = Task(data_id.split("/")[3])
+        metric = task.info.curve_metrics[0]
+        cols = {}
+        at0 = []
+        for mode in ("RMFM", "RMFM_same", "RMM", "TMFM", "STMFM"):
+            areas = []
+            for rows in seeds.values():
+                curve = {r: m[metric] for md, r, m in rows if md == mode and r is not None}
+                if len(curve) == len(RATES):
+                    areas.append(auilc([curve[r] for r in RATES]))
+                if mode == "RMFM" and 0.0 in curve:
+                    at0.append(curve[0.0])
+            cols[mode] = f"{sum(areas) / len(areas):.3f}" if areas else "-"
+        zero = f"{sum(at0) / len(at0):.3f}" if at0 and not math.isnan(sum(at0)) else "-"
+        table.add_row(model, data_id, metric, zero, *cols.values())
+    Console(file=sys.stdout, width=140).print(table)

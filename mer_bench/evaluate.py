@@ -1,0 +1,218 @@
+"""Evaluation of a trained adapter in a protocol cell, with honest post-hoc knob selection.
+
+For each cell the harness builds the split's keep-masks once (``mer_bench.missing``: identical for
+every model under the same seed), runs the adapter on the missing view batch by batch, and turns
+raw outputs into scores under the adapter's knobs (CIDer's τ). Three selections are computed
+whenever an adapter has knobs, and all are stored:
+
+- ``valid``: the knob maximising the task's selection metric on the validation split under the
+  same cell, applied to test (the default, DESIGN.md §4);
+- ``default``: the knob value that means "no adjustment" (τ = 0);
+- ``test-oracle``: each metric maximised over the knob on test labels (the paper's protocol,
+  CIDER.md Q-3), labelled as such everywhere.
+
+Models without knobs get one selection, ``none``.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from mer_bench.adapters import Adapter
+from mer_bench.batch import KeepMasks, SplitTensors
+from mer_bench.metrics import compute_metrics
+from mer_bench.missing import split_keep_masks
+from mer_bench.protocol import Cell
+
+SELECTION_NONE = "none"
+SELECTION_VALID = "valid"
+SELECTION_DEFAULT = "default"
+SELECTION_ORACLE = "test-oracle"
+TAU_SELECTIONS = (SELECTION_VALID, SELECTION_ORACLE)
+
+
+def complete_view_keep(data: SplitTensors) -> KeepMasks:
+    """Keep-masks that keep every valid position (the complete view as a 'missing' view)."""
+    split = data.split
+    n = split.text_bert.shape[2]
+    la, lv = split.audio.shape[1], split.vision.shape[1]
+    steps = {length: torch.arange(length) for length in {n, la, lv}}
+    return KeepMasks(
+        torch.from_numpy(split.text_mask != 0),
+        steps[la].unsqueeze(0) < torch.from_numpy(split.audio_lengths).unsqueeze(1),
+        steps[lv].unsqueeze(0) < torch.from_numpy(split.vision_lengths).unsqueeze(1),
+    )
+
+
+def cell_keep(data: SplitTensors, cell: Cell, seed: int, mask_rng: str) -> KeepMasks:
+    """The split's keep-masks for a cell (a pure function of seed, mode, sample, rate)."""
+    split = data.split
+    return split_keep_masks(
+        cell.mode,
+        rate=cell.rate,
+        condition=cell.condition,
+        seed=seed,
+        text_mask=split.text_mask,
+        audio_lengths=split.audio_lengths,
+        vision_lengths=split.vision_lengths,
+        audio_len=split.audio.shape[1],
+        vision_len=split.vision.shape[1],
+        rng=mask_rng,
+    )
+
+
+def predict_split(
+    adapter: Adapter,
+    data: SplitTensors,
+    keep: KeepMasks | None,
+    batch_size: int,
+    device: torch.device,
+    precision: str = "fp32",
+) -> dict[str, np.ndarray]:
+    """Run ``adapter.predict`` over a split in order (unshuffled; CIDer Q-5 depends on it)."""
+    from mer_bench.train import autocast  # local: train imports this module
+
+    adapter.model.eval()
+    collected: dict[str, list[torch.Tensor]] = {}
+    pin = device.type == "cuda"
+    with torch.no_grad(), autocast(device, precision):
+        for start in range(0, data.size, batch_size):
+            index = torch.arange(start, min(start + batch_size, data.size))
+            batch = data.batch(index)
+            if keep is not None:
+                batch = batch.with_missing(
+                    KeepMasks(keep.text[index], keep.audio[index], keep.vision[index])
+                )
+            if pin:
+                batch = batch.pin_memory()
+            out = adapter.predict(batch.to(device, non_blocking=pin))
+            for key, value in out.items():
+                collected.setdefault(key, []).append(value.detach())
+    # One transfer at the end instead of a host sync per batch.
+    return {k: torch.cat(v).float().cpu().numpy() for k, v in collected.items()}
+
+
+def knob_candidates(adapter: Adapter) -> list[dict[str, float]]:
+    """Every combination of the adapter's knob grid (``[{}]`` when it has none)."""
+    grid = adapter.knob_grid
+    if not grid:
+        return [dict(adapter.default_knobs)]
+    names = list(grid)
+    return [dict(zip(names, values)) for values in itertools.product(*(grid[n] for n in names))]
+
+
+def score_metrics(
+    adapter: Adapter, outputs: Mapping[str, np.ndarray], labels: np.ndarray, knobs: Mapping
+) -> dict[str, float]:
+    return compute_metrics(adapter.ctx.task, adapter.scores(outputs, knobs), labels)
+
+
+@dataclass
+class Selection:
+    """One way of choosing knobs for a cell, and what it gives on test."""
+
+    name: str
+    knobs: dict[str, float]
+    metrics: dict[str, float]
+    scores: np.ndarray
+    """Test scores under ``knobs`` (for test-oracle: the selection metric's knob)."""
+    per_metric_knobs: dict[str, dict[str, float]] = field(default_factory=dict)
+    """test-oracle only: the knob each metric was maximised at."""
+
+
+@dataclass
+class CellEvaluation:
+    cell: Cell
+    selections: dict[str, Selection]
+    primary: str
+    """Which selection is this run's headline (``valid``/``test-oracle``/``none``)."""
+    labels: np.ndarray
+
+
+LOWER_IS_BETTER = frozenset({"mae"})
+
+
+def _better(metric: str, a: float, b: float) -> bool:
+    if np.isnan(b):
+        return not np.isnan(a)
+    if np.isnan(a):
+        return False
+    return a < b if metric in LOWER_IS_BETTER else a > b
+
+
+def _best_knob(table: list[tuple[dict, dict[str, float]]], metric: str) -> int:
+    """Index of the best candidate; ties keep the earliest (the grid starts at 'no adjustment')."""
+    best = 0
+    for i, (_, metrics) in enumerate(table):
+        if _better(metric, metrics[metric], table[best][1][metric]):
+            best = i
+    return best
+
+
+def evaluate_cell(
+    adapter: Adapter,
+    valid: SplitTensors,
+    test: SplitTensors,
+    cell: Cell,
+    seed: int,
+    *,
+    batch_size: int,
+    device: torch.device,
+    mask_rng: str = "per-sample",
+    tau_selection: str = SELECTION_VALID,
+    precision: str = "fp32",
+) -> CellEvaluation:
+    """Evaluate one cell on test; select knobs on validation under the same cell."""
+    task = adapter.ctx.task
+    labels = test.split.labels(task)
+    test_out = predict_split(
+        adapter, test, cell_keep(test, cell, seed, mask_rng), batch_size, device, precision
+    )
+    candidates = knob_candidates(adapter)
+    if not adapter.knob_grid:
+        knobs = candidates[0]
+        scores = adapter.scores(test_out, knobs)
+        only = Selection(SELECTION_NONE, knobs, compute_metrics(task, scores, labels), scores)
+        return CellEvaluation(cell, {SELECTION_NONE: only}, SELECTION_NONE, labels)
+
+    metric = task.info.selection_metric
+    test_table = []
+    test_scores = []
+    for knobs in candidates:
+        scores = adapter.scores(test_out, knobs)
+        test_scores.append(scores)
+        test_table.append((knobs, compute_metrics(task, scores, labels)))
+
+    valid_out = predict_split(
+        adapter, valid, cell_keep(valid, cell, seed, mask_rng), batch_size, device, precision
+    )
+    valid_labels = valid.split.labels(task)
+    valid_table = [
+        (knobs, score_metrics(adapter, valid_out, valid_labels, knobs)) for knobs in candidates
+    ]
+    v = _best_knob(valid_table, metric)
+    selections = {
+        SELECTION_VALID: Selection(SELECTION_VALID, candidates[v], test_table[v][1], test_scores[v])
+    }
+    default = dict(adapter.default_knobs)
+    d = candidates.index(default) if default in candidates else 0
+    selections[SELECTION_DEFAULT] = Selection(
+        SELECTION_DEFAULT, candidates[d], test_table[d][1], test_scores[d]
+    )
+    oracle_metrics: dict[str, float] = {}
+    per_metric: dict[str, dict[str, float]] = {}
+    for name in task.info.metrics:
+        i = _best_knob(test_table, name)
+        oracle_metrics[name] = test_table[i][1][name]
+        per_metric[name] = candidates[i]
+    o = _best_knob(test_table, metric)
+    selections[SELECTION_ORACLE] = Selection(
+        SELECTION_ORACLE, candidates[o], oracle_metrics, test_scores[o], per_metric
+    )
+    primary = tau_selection if tau_selection in TAU_SELECTIONS else SELECTION_VALID
+    return CellEvaluation(cell, selections, primary, labels)

@@ -1,0 +1,392 @@
+"""The main job: plan (models × selector × seeds), train each setting once, evaluate its cells.
+
+Resumable: a cell is done when its rows and predictions are committed (``mer_bench.store``); a
+setting whose checkpoint exists (written atomically after training) is not trained again.
+Training is deterministic for a seed, so a run killed at any point and restarted ends with the
+same results as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import random
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from mer_bench import __version__
+from mer_bench.adapters import Adapter, AdapterContext, get_adapter
+from mer_bench.batch import SplitTensors
+from mer_bench.errors import ConfigError, MerBenchError
+from mer_bench.evaluate import evaluate_cell
+from mer_bench.protocol import (
+    PROTOCOL_VERSION,
+    Cell,
+    Dataset,
+    DataSetting,
+    Selector,
+    TrainingSetting,
+    select_cells,
+)
+from mer_bench.store import CellRow, ResultsStore
+from mer_bench.train import FitConfig, fit
+
+DEFAULT_SEEDS: tuple[int, ...] = (1111, 1112, 1113)
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """Everything ``run`` needs; serialised into the config hash of each setting."""
+
+    models: tuple[str, ...]
+    selector: str = "all"
+    dataset: Dataset = Dataset.SYNTH
+    data_root: str | None = None
+    seeds: tuple[int, ...] = DEFAULT_SEEDS
+    device: str = "auto"
+    out: str = "results"
+    text_encoder: str | None = None
+    tau_selection: str = "valid"
+    mask_rng: str = "per-sample"
+    precision: str = "fp32"
+    jobs: int = 1
+    executor: str = "local"
+    ray_address: str | None = None
+    overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Per-model parameter overrides (``--set``/``--params``)."""
+    options: dict[str, Any] = field(default_factory=dict)
+    """Adapter options (e.g. ``cider_prototypes``)."""
+    quiet: bool = False
+
+
+@dataclass(frozen=True)
+class SettingPlan:
+    setting: TrainingSetting
+    cells: tuple[Cell, ...]
+
+
+def plan(opts: RunOptions) -> list[SettingPlan]:
+    """Expand models × selector × seeds into training settings, each with its cells."""
+    selector = Selector.parse(opts.selector)
+    plans: list[SettingPlan] = []
+    for model in opts.models:
+        cls = get_adapter(model)
+        try:
+            cells = select_cells(selector, [opts.dataset], list(cls.tasks))
+        except MerBenchError:
+            continue  # the selector asks only for tasks this model does not support
+        by_data: dict[DataSetting, list[Cell]] = {}
+        for cell in cells:
+            by_data.setdefault(cell.data, []).append(cell)
+        for data, data_cells in by_data.items():
+            for seed in opts.seeds:
+                plans.append(SettingPlan(TrainingSetting(model, data, seed), tuple(data_cells)))
+    if not plans:
+        raise ConfigError(
+            f"nothing to run: selector {opts.selector!r} selects no task supported by "
+            f"{', '.join(opts.models)}"
+        )
+    return plans
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"invalid device {name!r}; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda asked for, but CUDA is not available here")
+    return device
+
+
+def preset_name(cls: type[Adapter], dataset: Dataset) -> str:
+    """``synth`` for the synthetic dataset, else the dataset's own preset, else ``default``."""
+    for name in (dataset.value, "default"):
+        if name in cls.presets:
+            return name
+    raise ConfigError(f"adapter {cls.name!r} has no preset for {dataset.value} and no default")
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+@lru_cache(maxsize=1)
+def git_hash() -> str:
+    root = Path(__file__).resolve().parent.parent
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
+    except OSError:
+        return "unknown"
+    return out.stdout.strip() or "unknown"
+
+
+@lru_cache(maxsize=1)
+def versions() -> dict[str, str]:
+    import transformers
+
+    return {
+        "mer_bench": __version__,
+        "protocol": PROTOCOL_VERSION,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "transformers": transformers.__version__,
+    }
+
+
+def config_hash(setting: TrainingSetting, params: dict, opts: RunOptions) -> str:
+    payload = {
+        "setting": setting.id,
+        "params": params,
+        "text_encoder": opts.text_encoder,
+        "options": {k: str(v) for k, v in sorted(opts.options.items())},
+        "protocol": PROTOCOL_VERSION,
+        "precision": opts.precision,
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def checkpoint_path(out: Path, setting: TrainingSetting) -> Path:
+    return out / "checkpoints" / (setting.id.replace("/", "__") + ".safetensors")
+
+
+def _save_atomic(state: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:
+    from safetensors.torch import save_file
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    save_file(state, str(tmp), metadata=metadata)
+    os.replace(tmp, path)
+
+
+@dataclass
+class SettingOutcome:
+    setting_id: str
+    trained: bool
+    cells_done: int
+    seconds: float
+
+
+@dataclass
+class Hooks:
+    """Progress callbacks (no-ops by default)."""
+
+    on_epoch: Callable[[str, int, int], None] = lambda sid, epoch, max_epochs: None
+    on_cell: Callable[[str, str], None] = lambda sid, cell_id: None
+    on_cells_planned: Callable[[str, int], None] = lambda sid, n: None
+
+
+def run_setting(
+    sp: SettingPlan, opts: RunOptions, store: ResultsStore, hooks: Hooks | None = None
+) -> SettingOutcome:
+    """Train (or reuse) one setting and evaluate every cell not yet in the store."""
+    from safetensors.torch import load_file
+
+    from mer_bench.data.loaders import load_bundle
+
+    hooks = hooks or Hooks()
+    start = time.perf_counter()
+    setting = sp.setting
+    out = Path(opts.out)
+    done = store.done_cells(setting)
+    todo = [c for c in sp.cells if c.id not in done]
+    hooks.on_cells_planned(setting.id, len(todo))
+    if not todo:
+        return SettingOutcome(setting.id, False, 0, 0.0)
+
+    cls = get_adapter(setting.model)
+    params = cls.resolve_params(
+        preset_name(cls, setting.data.dataset), opts.overrides.get(setting.model)
+    )
+    chash = config_hash(setting, params, opts)
+    bundle = load_bundle(setting.data, opts.data_root)
+    device = resolve_device(opts.device)
+    cache_dir = out / "cache" / setting.data.id.replace("/", "__")
+    options = {
+        "dataset": setting.data.dataset.value,
+        "distribution": setting.data.distribution.value,
+        "alignment": setting.data.alignment.value,
+        **opts.options,
+    }
+    seed_everything(setting.seed)
+    ctx = AdapterContext(
+        spec=bundle.spec,
+        task=setting.data.task,
+        params=params,
+        device=device,
+        seed=setting.seed,
+        text_encoder=opts.text_encoder,
+        cache_dir=cache_dir,
+        options=options,
+    )
+    adapter = cls(ctx)
+    adapter.setup(bundle.train)
+    batch_size = int(params["batch_size"])
+
+    ckpt = checkpoint_path(out, setting)
+    record = store.setting_record(setting)
+    trained = False
+    if record is not None and record["config_hash"] != chash:
+        raise ConfigError(
+            f"{out} already holds {setting.id} trained with other parameters; "
+            "use another --out to compare configurations"
+        )
+    if record is not None and ckpt.is_file():
+        adapter.load_checkpoint_state(load_file(str(ckpt)))
+    else:
+        cfg = FitConfig(
+            max_epochs=int(params["max_epochs"]),
+            patience=int(params["patience"]),
+            batch_size=batch_size,
+            device=device,
+            precision=opts.precision,
+        )
+        result = fit(
+            adapter,
+            bundle,
+            setting.seed,
+            cfg,
+            on_epoch=lambda rec: hooks.on_epoch(setting.id, rec.epoch, cfg.max_epochs),
+        )
+        _save_atomic(result.state, ckpt, {"setting": setting.id, "config_hash": chash})
+        store.record_setting(
+            setting,
+            best_epoch=result.best_epoch,
+            best_valid=result.best_valid,
+            epochs=len(result.history),
+            train_seconds=result.seconds,
+            checkpoint=str(ckpt.relative_to(out)),
+            params=params,
+            history=[asdict(h) for h in result.history],
+            config_hash=chash,
+            device=str(device),
+        )
+        trained = True
+
+    store.record_sample_ids(setting.data.id, "test", bundle.test.sample_ids.tolist())
+    valid = SplitTensors(bundle.valid, setting.data.task)
+    test = SplitTensors(bundle.test, setting.data.task)
+    sample_index = np.arange(test.size, dtype=np.int64)
+    n_done = 0
+    for cell in todo:
+        t0 = time.perf_counter()
+        ev = evaluate_cell(
+            adapter,
+            valid,
+            test,
+            cell,
+            setting.seed,
+            batch_size=batch_size,
+            device=device,
+            mask_rng=opts.mask_rng,
+            tau_selection=opts.tau_selection,
+            precision=opts.precision,
+        )
+        rows = [
+            CellRow(
+                selection=name,
+                is_primary=name == ev.primary,
+                metrics=sel.metrics,
+                knobs=sel.knobs,
+                per_metric_knobs=sel.per_metric_knobs,
+                labels=ev.labels,
+                scores=sel.scores,
+                sample_index=sample_index,
+            )
+            for name, sel in ev.selections.items()
+        ]
+        if store.record_cell(
+            setting,
+            cell,
+            rows,
+            mask_rng=opts.mask_rng,
+            wall_seconds=time.perf_counter() - t0,
+            device=str(device),
+            versions=versions(),
+            git_hash=git_hash(),
+            config_hash=chash,
+        ):
+            n_done += 1
+        hooks.on_cell(setting.id, cell.id)
+    return SettingOutcome(setting.id, trained, n_done, time.perf_counter() - start)
+
+
+def _worker(sp: SettingPlan, opts: RunOptions) -> SettingOutcome:
+    """Entry point of a ``--jobs`` worker process: its own store connection, no progress bars."""
+    torch.set_num_threads(1)
+    with ResultsStore(opts.out) as store:
+        return run_setting(sp, opts, store)
+
+
+def execute(
+    plans: Sequence[SettingPlan], opts: RunOptions, hooks: Hooks | None = None
+) -> list[SettingOutcome]:
+    """Run every planned setting with the chosen executor."""
+    executors: dict[str, Callable[..., list[SettingOutcome]]] = {
+        "local": _execute_local,
+        "ray": _execute_ray,
+    }
+    if opts.executor not in executors:
+        raise ConfigError(f"invalid executor {opts.executor!r}; valid: {', '.join(executors)}")
+    return executors[opts.executor](plans, opts, hooks or Hooks())
+
+
+def _execute_local(
+    plans: Sequence[SettingPlan], opts: RunOptions, hooks: Hooks
+) -> list[SettingOutcome]:
+    if opts.jobs <= 1:
+        with ResultsStore(opts.out) as store:
+            return [run_setting(sp, opts, store, hooks) for sp in plans]
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    outcomes = []
+    ctx = mp.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=opts.jobs, mp_context=ctx) as pool:
+        futures = {pool.submit(_worker, sp, opts): sp for sp in plans}
+        for fut in as_completed(futures):
+            outcome = fut.result()
+            outcomes.append(outcome)
+            hooks.on_cells_planned(outcome.setting_id, 0)
+    return outcomes
+
+
+def _execute_ray(
+    plans: Sequence[SettingPlan], opts: RunOptions, hooks: Hooks
+) -> list[SettingOutcome]:
+    try:
+        import ray
+    except ImportError:
+        raise ConfigError(
+            "--executor ray needs the ray extra: pip install 'mer_bench[ray]'"
+        ) from None
+    raise ConfigError(
+        f"--executor ray is not available yet in mer_bench {__version__} (ray {ray.__version__} "
+        "found); use --executor local --jobs N"
+    )
+
+
+def python_executable() -> str:
+    return sys.executable

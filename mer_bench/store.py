@@ -1,0 +1,312 @@
+"""The embedded results store: SQLite in WAL mode inside the results folder.
+
+One row per finished (training setting, cell, selection) with metrics, selected knobs and
+provenance, and the per-sample predictions of that cell. A cell counts as done only when all its
+rows and predictions are committed in one transaction, so a run killed at any point (SIGKILL
+included) leaves either the whole cell or nothing; rerunning skips what is done.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from mer_bench.errors import MerBenchError
+from mer_bench.protocol import Cell, TrainingSetting
+
+STORE_FILE = "results.sqlite"
+SCHEMA_VERSION = "1"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS settings (
+    setting_id TEXT PRIMARY KEY,
+    model TEXT NOT NULL, dataset TEXT NOT NULL, distribution TEXT NOT NULL,
+    alignment TEXT NOT NULL, task TEXT NOT NULL, seed INTEGER NOT NULL,
+    best_epoch INTEGER, best_valid REAL, epochs INTEGER, train_seconds REAL,
+    checkpoint TEXT, params TEXT, history TEXT, config_hash TEXT, device TEXT,
+    finished_at TEXT
+);
+CREATE TABLE IF NOT EXISTS results (
+    setting_id TEXT NOT NULL, cell_id TEXT NOT NULL, selection TEXT NOT NULL,
+    is_primary INTEGER NOT NULL,
+    model TEXT NOT NULL, dataset TEXT NOT NULL, distribution TEXT NOT NULL,
+    alignment TEXT NOT NULL, task TEXT NOT NULL, seed INTEGER NOT NULL,
+    mode TEXT NOT NULL, rate REAL, condition TEXT,
+    metrics TEXT NOT NULL, knobs TEXT NOT NULL, per_metric_knobs TEXT,
+    mask_rng TEXT NOT NULL, wall_seconds REAL, device TEXT, versions TEXT,
+    git_hash TEXT, config_hash TEXT, finished_at TEXT,
+    PRIMARY KEY (setting_id, cell_id, selection)
+);
+CREATE TABLE IF NOT EXISTS predictions (
+    setting_id TEXT NOT NULL, cell_id TEXT NOT NULL, selection TEXT NOT NULL,
+    n INTEGER NOT NULL, n_scores INTEGER NOT NULL,
+    sample_index BLOB NOT NULL, labels BLOB NOT NULL, scores BLOB NOT NULL,
+    PRIMARY KEY (setting_id, cell_id, selection)
+);
+CREATE TABLE IF NOT EXISTS samples (
+    data_id TEXT NOT NULL, split TEXT NOT NULL, sample_ids TEXT NOT NULL,
+    PRIMARY KEY (data_id, split)
+);
+"""
+
+
+@dataclass(frozen=True)
+class CellRow:
+    """What the runner writes for one selection of one cell."""
+
+    selection: str
+    is_primary: bool
+    metrics: dict[str, float]
+    knobs: dict[str, float]
+    per_metric_knobs: dict[str, dict[str, float]]
+    labels: np.ndarray
+    scores: np.ndarray
+    sample_index: np.ndarray
+
+
+class ResultsStore:
+    """A handle on ``<out>/results.sqlite``; safe for several processes at once."""
+
+    def __init__(self, folder: Path | str, *, create: bool = True) -> None:
+        self.folder = Path(folder)
+        self.path = self.folder / STORE_FILE
+        if not create and not self.path.is_file():
+            raise MerBenchError(
+                f"no results store at {self.path}; run `python -m mer_bench run` first "
+                "or pass --results DIR"
+            )
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self._conn = sqlite3.connect(self.path, timeout=120.0, isolation_level=None)
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.execute("PRAGMA synchronous=NORMAL")
+        self._conn.execute("PRAGMA busy_timeout=120000")
+        with self.transaction() as cur:
+            for statement in _SCHEMA.strip().split(";"):
+                if statement.strip():
+                    cur.execute(statement)
+            cur.execute(
+                "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)",
+                (SCHEMA_VERSION,),
+            )
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def __enter__(self) -> ResultsStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Cursor]:
+        """BEGIN IMMEDIATE … COMMIT, rolled back on any error."""
+        cur = self._conn.cursor()
+        cur.execute("BEGIN IMMEDIATE")
+        try:
+            yield cur
+        except BaseException:
+            cur.execute("ROLLBACK")
+            raise
+        cur.execute("COMMIT")
+
+    # ------------------------------------------------------------------ settings
+    def setting_record(self, setting: TrainingSetting) -> dict | None:
+        row = self._conn.execute(
+            "SELECT best_epoch, best_valid, epochs, train_seconds, checkpoint, params, history,"
+            " config_hash, device FROM settings WHERE setting_id = ?",
+            (setting.id,),
+        ).fetchone()
+        if row is None:
+            return None
+        keys = (
+            "best_epoch",
+            "best_valid",
+            "epochs",
+            "train_seconds",
+            "checkpoint",
+            "params",
+            "history",
+            "config_hash",
+            "device",
+        )
+        record = dict(zip(keys, row))
+        record["params"] = json.loads(record["params"] or "{}")
+        record["history"] = json.loads(record["history"] or "[]")
+        return record
+
+    def record_setting(
+        self,
+        setting: TrainingSetting,
+        *,
+        best_epoch: int,
+        best_valid: float,
+        epochs: int,
+        train_seconds: float,
+        checkpoint: str,
+        params: dict,
+        history: list[dict],
+        config_hash: str,
+        device: str,
+    ) -> None:
+        d = setting.data
+        with self.transaction() as cur:
+            cur.execute(
+                "INSERT OR REPLACE INTO settings VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (
+                    setting.id,
+                    setting.model,
+                    d.dataset.value,
+                    d.distribution.value,
+                    d.alignment.value,
+                    d.task.value,
+                    setting.seed,
+                    best_epoch,
+                    best_valid,
+                    epochs,
+                    train_seconds,
+                    checkpoint,
+                    json.dumps(params, sort_keys=True),
+                    json.dumps(history),
+                    config_hash,
+                    device,
+                    _now(),
+                ),
+            )
+
+    # ------------------------------------------------------------------ cells
+    def done_cells(self, setting: TrainingSetting) -> set[str]:
+        rows = self._conn.execute(
+            "SELECT DISTINCT cell_id FROM results WHERE setting_id = ?", (setting.id,)
+        ).fetchall()
+        return {r[0] for r in rows}
+
+    def record_sample_ids(self, data_id: str, split: str, sample_ids: Sequence[str]) -> None:
+        with self.transaction() as cur:
+            cur.execute(
+                "INSERT OR IGNORE INTO samples VALUES (?,?,?)",
+                (data_id, split, json.dumps([str(s) for s in sample_ids])),
+            )
+
+    def sample_ids(self, data_id: str, split: str = "test") -> list[str] | None:
+        row = self._conn.execute(
+            "SELECT sample_ids FROM samples WHERE data_id = ? AND split = ?", (data_id, split)
+        ).fetchone()
+        return None if row is None else json.loads(row[0])
+
+    def record_cell(
+        self,
+        setting: TrainingSetting,
+        cell: Cell,
+        rows: Sequence[CellRow],
+        *,
+        mask_rng: str,
+        wall_seconds: float,
+        device: str,
+        versions: dict[str, str],
+        git_hash: str,
+        config_hash: str,
+    ) -> bool:
+        """Commit every selection of one cell and its predictions atomically.
+
+        Returns False (and writes nothing) if the cell was already done — e.g. by a concurrent
+        worker — so no cell is ever duplicated.
+        """
+        d = setting.data
+        with self.transaction() as cur:
+            exists = cur.execute(
+                "SELECT 1 FROM results WHERE setting_id = ? AND cell_id = ? LIMIT 1",
+                (setting.id, cell.id),
+            ).fetchone()
+            if exists:
+                return False
+            for row in rows:
+                cur.execute(
+                    "INSERT INTO results VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    (
+                        setting.id,
+                        cell.id,
+                        row.selection,
+                        int(row.is_primary),
+                        setting.model,
+                        d.dataset.value,
+                        d.distribution.value,
+                        d.alignment.value,
+                        d.task.value,
+                        setting.seed,
+                        cell.mode.value,
+                        cell.rate,
+                        cell.condition,
+                        json.dumps(row.metrics, sort_keys=True),
+                        json.dumps(row.knobs, sort_keys=True),
+                        json.dumps(row.per_metric_knobs, sort_keys=True),
+                        mask_rng,
+                        wall_seconds,
+                        device,
+                        json.dumps(versions, sort_keys=True),
+                        git_hash,
+                        config_hash,
+                        _now(),
+                    ),
+                )
+                scores = np.ascontiguousarray(row.scores, dtype=np.float32)
+                cur.execute(
+                    "INSERT INTO predictions VALUES (?,?,?,?,?,?,?,?)",
+                    (
+                        setting.id,
+                        cell.id,
+                        row.selection,
+                        int(scores.shape[0]),
+                        int(scores.shape[1]) if scores.ndim == 2 else 0,
+                        np.ascontiguousarray(row.sample_index, dtype=np.int64).tobytes(),
+                        np.ascontiguousarray(row.labels, dtype=np.float64).tobytes(),
+                        scores.tobytes(),
+                    ),
+                )
+        return True
+
+    # ------------------------------------------------------------------ reading
+    def results_frame(self, primary_only: bool = False):
+        """All result rows as a pandas DataFrame (metrics expanded to columns)."""
+        import pandas as pd
+
+        query = "SELECT * FROM results"
+        if primary_only:
+            query += " WHERE is_primary = 1"
+        frame = pd.read_sql_query(query + " ORDER BY setting_id, cell_id, selection", self._conn)
+        return frame
+
+    def predictions(self, setting_id: str, cell_id: str, selection: str):
+        row = self._conn.execute(
+            "SELECT n, n_scores, sample_index, labels, scores FROM predictions"
+            " WHERE setting_id = ? AND cell_id = ? AND selection = ?",
+            (setting_id, cell_id, selection),
+        ).fetchone()
+        if row is None:
+            return None
+        n, c, idx, labels, scores = row
+        scores_arr = np.frombuffer(scores, dtype=np.float32)
+        return (
+            np.frombuffer(idx, dtype=np.int64),
+            np.frombuffer(labels, dtype=np.float64),
+            scores_arr.reshape(n, c) if c else scores_arr,
+        )
+
+    def count_cells(self) -> int:
+        return int(
+            self._conn.execute(
+                "SELECT COUNT(*) FROM (SELECT DISTINCT setting_id, cell_id FROM results)"
+            ).fetchone()[0]
+        )
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())

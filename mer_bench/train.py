@@ -1,0 +1,135 @@
+"""Fit-loop scaffolding: epochs, early stopping on the validation split, best-state selection.
+
+The adapter owns its loss and optimiser steps (``Adapter.train_step``); this loop owns the data
+order, the seeds, the device, the validation metric and the patience counter. Selection uses the
+*validation* split only (the honest default, DESIGN.md §4): the metric is the task's selection
+metric under the complete view, taken at the best post-hoc knob on validation (e.g. CIDer's τ).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import torch
+
+from mer_bench.adapters import Adapter
+from mer_bench.batch import SplitTensors
+from mer_bench.data.types import DatasetBundle
+from mer_bench.evaluate import complete_view_keep, knob_candidates, predict_split, score_metrics
+
+
+@dataclass(frozen=True)
+class FitConfig:
+    """How to train one setting."""
+
+    max_epochs: int
+    patience: int
+    batch_size: int
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    precision: str = "fp32"
+    """``fp32`` or ``bf16`` (autocast, CUDA only)."""
+
+
+@dataclass
+class EpochRecord:
+    epoch: int
+    train_loss: float
+    valid_metric: float
+    seconds: float
+
+
+@dataclass
+class FitResult:
+    best_epoch: int
+    best_valid: float
+    history: list[EpochRecord]
+    seconds: float
+    state: dict[str, torch.Tensor]
+    """Checkpoint state (CPU tensors) of the selected epoch; already loaded into the adapter."""
+
+
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    """bf16 autocast on CUDA when asked; a no-op otherwise (CPU is the tested path)."""
+    if precision == "bf16" and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def _train_batches(data: SplitTensors, cfg: FitConfig, generator: torch.Generator) -> Iterator:
+    pin = cfg.device.type == "cuda"
+    for batch in data.batches(cfg.batch_size, generator=generator, shuffle=True):
+        if pin:
+            batch = batch.pin_memory()
+        yield batch.to(cfg.device, non_blocking=pin)
+
+
+def valid_selection_metric(
+    adapter: Adapter, valid: SplitTensors, cfg: FitConfig, seed: int
+) -> float:
+    """The task's selection metric on the complete validation view, best over post-hoc knobs."""
+    task = adapter.ctx.task
+    keep = complete_view_keep(valid)
+    outputs = predict_split(adapter, valid, keep, cfg.batch_size, cfg.device, cfg.precision)
+    labels = valid.split.labels(task)
+    metric = task.info.selection_metric
+    values = [
+        score_metrics(adapter, outputs, labels, knobs)[metric] for knobs in knob_candidates(adapter)
+    ]
+    values = [v for v in values if not math.isnan(v)]
+    if not values:
+        return -math.inf if task.info.higher_is_better else math.inf
+    return max(values) if task.info.higher_is_better else min(values)
+
+
+def fit(
+    adapter: Adapter,
+    bundle: DatasetBundle,
+    seed: int,
+    cfg: FitConfig,
+    on_epoch: Callable[[EpochRecord], None] | None = None,
+) -> FitResult:
+    """Train with early stopping on validation; leave the best state loaded in the adapter."""
+    task = adapter.ctx.task
+    higher = task.info.higher_is_better
+    train = SplitTensors(bundle.train, task)
+    valid = SplitTensors(bundle.valid, task)
+    shuffle_gen = torch.Generator().manual_seed(seed)
+    aug_gen = torch.Generator(device=cfg.device).manual_seed(seed + 1)
+
+    start = time.perf_counter()
+    best = -math.inf if higher else math.inf
+    best_epoch = 0
+    best_state = adapter.checkpoint_state()
+    patience = cfg.patience
+    history: list[EpochRecord] = []
+    for epoch in range(1, cfg.max_epochs + 1):
+        t0 = time.perf_counter()
+        adapter.on_epoch_start(epoch)
+        adapter.train_mode()
+        losses = []
+        with autocast(cfg.device, cfg.precision):
+            for batch in _train_batches(train, cfg, shuffle_gen):
+                losses.append(adapter.train_step(batch, aug_gen))
+        adapter.on_epoch_end(epoch)
+        # One host sync per epoch, not per step.
+        train_loss = float(torch.stack([loss.float() for loss in losses]).mean()) if losses else 0.0
+        metric = valid_selection_metric(adapter, valid, cfg, seed)
+        record = EpochRecord(epoch, train_loss, metric, time.perf_counter() - t0)
+        history.append(record)
+        if on_epoch is not None:
+            on_epoch(record)
+        improved = metric > best if higher else metric < best
+        if improved:
+            best, best_epoch = metric, epoch
+            best_state = adapter.checkpoint_state()
+            patience = cfg.patience
+        else:
+            patience -= 1
+            if patience <= 0:
+                break
+    adapter.load_checkpoint_state(best_state)
+    return FitResult(best_epoch, best, history, time.perf_counter() - start, best_state)

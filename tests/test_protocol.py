@@ -1,0 +1,116 @@
+from __future__ import annotations
+
+import pytest
+
+from mer_bench.errors import ProtocolError
+from mer_bench.protocol import (
+    CONDITIONS,
+    RATES,
+    Alignment,
+    Cell,
+    DataSetting,
+    Dataset,
+    Distribution,
+    Mode,
+    Selector,
+    Task,
+    TrainingSetting,
+    cells_for,
+    data_settings,
+    select_cells,
+)
+
+
+def test_rates_and_conditions() -> None:
+    assert RATES == (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+    assert len(CONDITIONS) == 7
+
+
+def test_cell_ids_round_trip() -> None:
+    data = DataSetting(Dataset.MOSI, Distribution.IID, Alignment.ALIGNED, Task.BINARY)
+    cell = Cell(data, Mode.RMFM, 0.3)
+    assert cell.id == "mosi/iid/aligned/binary/RMFM@0.3"
+    smm = Cell(
+        DataSetting(Dataset.MOSI, Distribution.OOD, Alignment.UNALIGNED, Task.SEVEN),
+        Mode.SMM,
+        None,
+        "at",
+    )
+    assert smm.id == "mosi/ood/unaligned/seven/SMM[TA]"
+    for c in (cell, smm):
+        assert Cell.parse(c.id) == c
+
+
+def test_training_setting_id() -> None:
+    data = DataSetting(Dataset.SYNTH, Distribution.CROSS, Alignment.ALIGNED, Task.SEVEN)
+    assert TrainingSetting("cider", data, 1111).id == "cider/synth/cross/aligned/seven/seed1111"
+
+
+def test_validity_rules() -> None:
+    unaligned = DataSetting(Dataset.MOSI, Distribution.IID, Alignment.UNALIGNED, Task.BINARY)
+    with pytest.raises(ProtocolError):
+        Cell(unaligned, Mode.TMFM, 0.1)
+    with pytest.raises(ProtocolError):
+        Cell(unaligned, Mode.STMFM, 0.1)
+    with pytest.raises(ProtocolError):
+        DataSetting(Dataset.MOSI, Distribution.CROSS, Alignment.UNALIGNED, Task.BINARY)
+    with pytest.raises(ProtocolError):
+        Cell(unaligned, Mode.SMM, 0.5)
+    with pytest.raises(ProtocolError):
+        Cell(unaligned, Mode.RMFM, 0.35)
+    with pytest.raises(ProtocolError):
+        Cell(unaligned, Mode.SMM, None, "TX")
+
+
+def test_grid_counts() -> None:
+    aligned = DataSetting(Dataset.MOSI, Distribution.IID, Alignment.ALIGNED, Task.BINARY)
+    unaligned = DataSetting(Dataset.MOSI, Distribution.IID, Alignment.UNALIGNED, Task.BINARY)
+    assert len(cells_for(aligned)) == 5 * 11 + 7
+    assert len(cells_for(unaligned)) == 3 * 11 + 7
+    # iid + ood (aligned, unaligned) and cross (aligned only) per task
+    assert len(data_settings([Dataset.MOSI], [Task.BINARY])) == 5
+    per_task = 2 * (62 + 40) + 62
+    assert len(select_cells("all", [Dataset.MOSI], [Task.BINARY])) == per_task
+    assert len(select_cells(None, [Dataset.SYNTH])) == 3 * per_task
+
+
+def test_selector_narrows() -> None:
+    cells = select_cells(
+        "distribution=ood,alignment=unaligned,mode=RMFM|RMM,rate=0.0|0.5",
+        [Dataset.MOSI],
+        [Task.BINARY],
+    )
+    assert sorted(c.id for c in cells) == sorted(
+        [
+            "mosi/ood/unaligned/binary/RMFM@0.0",
+            "mosi/ood/unaligned/binary/RMFM@0.5",
+            "mosi/ood/unaligned/binary/RMM@0.0",
+            "mosi/ood/unaligned/binary/RMM@0.5",
+        ]
+    )
+    smm = select_cells("mode=SMM,condition=T|av", [Dataset.MOSEI], [Task.SEVEN])
+    assert {c.condition for c in smm} == {"T", "AV"}
+    assert str(Selector.parse("mode=rmfm")) == "mode=RMFM"
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "mode=XYZ",
+        "colour=red",
+        "rate=2",
+        "mode",
+        "mode=SMM,rate=0.5",
+        "alignment=unaligned,mode=TMFM",
+    ],
+)
+def test_invalid_selectors_raise_with_valid_values(bad: str) -> None:
+    with pytest.raises(ProtocolError) as info:
+        select_cells(bad, [Dataset.MOSI])
+    assert "valid" in str(info.value).lower()
+
+
+def test_task_info_table() -> None:
+    assert Task.BINARY.info.num_classes == 3
+    assert Task.SEVEN.info.selection_metric == "acc7"
+    assert not Task.REGRESSION.info.higher_is_better
