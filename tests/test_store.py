@@ -1,0 +1,118 @@
+from __future__ import annotations
+
+import multiprocessing as mp
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mer_bench.protocol import (
+    RATES,
+    Alignment,
+    Cell,
+    DataSetting,
+    Dataset,
+    Distribution,
+    Mode,
+    Task,
+    TrainingSetting,
+)
+from mer_bench.store import CellRow, ResultsStore
+
+DATA = DataSetting(Dataset.SYNTH, Distribution.IID, Alignment.ALIGNED, Task.BINARY)
+
+
+def _row(seed: int, selection: str = "none", primary: bool = True) -> CellRow:
+    rng = np.random.default_rng(seed)
+    scores = rng.random((5, 3)).astype(np.float32)
+    return CellRow(
+        selection=selection,
+        is_primary=primary,
+        metrics={"acc3": float(rng.random())},
+        knobs={},
+        per_metric_knobs={},
+        labels=rng.integers(0, 3, 5).astype(np.float64),
+        scores=scores,
+        sample_index=np.arange(5),
+    )
+
+
+def _write_cells(folder: str, model: str, modes: list[str]) -> None:
+    with ResultsStore(folder) as store:
+        setting = TrainingSetting(model, DATA, 1111)
+        for mode in modes:
+            for rate in RATES:
+                cell = Cell(DATA, Mode(mode), rate)
+                store.record_cell(
+                    setting,
+                    cell,
+                    [_row(int(rate * 10))],
+                    mask_rng="per-sample",
+                    wall_seconds=0.0,
+                    device="cpu",
+                    versions={},
+                    git_hash="x",
+                    config_hash="h",
+                )
+
+
+def test_cell_round_trip_and_no_duplicates(tmp_path: Path) -> None:
+    setting = TrainingSetting("m", DATA, 1111)
+    cell = Cell(DATA, Mode.RMM, 0.3)
+    row = _row(0)
+    with ResultsStore(tmp_path) as store:
+        kw = dict(
+            mask_rng="per-sample",
+            wall_seconds=1.0,
+            device="cpu",
+            versions={"a": "1"},
+            git_hash="abc",
+            config_hash="h",
+        )
+        assert store.record_cell(setting, cell, [row], **kw)
+        assert not store.record_cell(setting, cell, [row], **kw)  # already done: nothing written
+        assert store.done_cells(setting) == {cell.id}
+        index, labels, scores = store.predictions(setting.id, cell.id, "none")
+        np.testing.assert_array_equal(scores, row.scores)
+        np.testing.assert_array_equal(labels, row.labels)
+        np.testing.assert_array_equal(index, np.arange(5))
+        assert store.count_cells() == 1
+
+
+def test_failed_transaction_leaves_nothing(tmp_path: Path) -> None:
+    setting = TrainingSetting("m", DATA, 1111)
+    cell = Cell(DATA, Mode.RMM, 0.3)
+    with ResultsStore(tmp_path) as store:
+        bad = _row(0)
+        object.__setattr__(bad, "sample_index", "x")  # fails while inserting predictions
+        with pytest.raises(ValueError):
+            store.record_cell(
+                setting,
+                cell,
+                [_row(1, "valid"), bad],
+                mask_rng="per-sample",
+                wall_seconds=0.0,
+                device="cpu",
+                versions={},
+                git_hash="x",
+                config_hash="h",
+            )
+        assert store.done_cells(setting) == set()
+
+
+def test_two_processes_writing_concurrently_lose_no_rows(tmp_path: Path) -> None:
+    ctx = mp.get_context("spawn")
+    procs = [
+        ctx.Process(target=_write_cells, args=(str(tmp_path), model, ["RMFM", "RMM", "RMFM_same"]))
+        for model in ("a", "b")
+    ]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+        assert p.exitcode == 0
+    with ResultsStore(tmp_path) as store:
+        assert store.count_cells() == 2 * 3 * len(RATES)
+        frame = store.results_frame()
+        assert len(frame) == 2 * 3 * len(RATES)
+        assert not frame.duplicated(["setting_id", "cell_id", "selection"]).any()
