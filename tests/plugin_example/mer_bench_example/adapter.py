@@ -47,7 +47,7 @@ class MeanPoolAdapter(Adapter):
     tasks = (Task.BINARY, Task.SEVEN, Task.REGRESSION)
     presets = {
         "default": {"batch_size": 64, "max_epochs": 30, "patience": 5, "lr": 3e-3, "hidden": 32},
-        "synth": {"batch_size": 64, "max_epochs": 8, "patience": 3, "lr": 1e-2, "hidden": 16},
+        "synth": {"batch_size": 32, "max_epochs": 20, "patience": 5, "lr": 1e-2, "hidden": 16},
     }
     search_space = {
         "lr": SearchDim("float", 1e-4, 1e-2, log=True),

@@ -1,0 +1,54 @@
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PLUGIN_DIR = ROOT / "tests" / "plugin_example"
+MEANPOOL = "mer_bench_example.adapter:MeanPoolAdapter"
+
+# The example plugin is importable by module path in every test (and in subprocesses through
+# PYTHONPATH); test_plugin.py also installs it for real to exercise the entry point.
+if str(PLUGIN_DIR) not in sys.path:
+    sys.path.insert(0, str(PLUGIN_DIR))
+
+
+def subprocess_env(**extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(
+        [str(PLUGIN_DIR), str(ROOT), *filter(None, [env.get("PYTHONPATH")])]
+    )
+    env.setdefault("OMP_NUM_THREADS", "1")
+    env.update(extra)
+    return env
+
+
+def tiny_synth_config():
+    from mer_bench.data.synth import SynthConfig
+
+    return SynthConfig(
+        seed=7,
+        n_train=64,
+        n_valid=32,
+        n_test=40,
+        audio_len=125,
+        vision_len=150,
+        text_len=30,
+        mean_text_len=14.0,
+        cross_n_train=48,
+        cross_n_valid=24,
+        cross_n_test=32,
+    )
+
+
+@pytest.fixture(scope="session")
+def tiny_synth_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small synthetic dataset written in the MMSA format (shared by the session's tests)."""
+    from mer_bench.data.synth import write_synth
+
+    root = tmp_path_factory.mktemp("synth")
+    write_synth(root, tiny_synth_config())
+    return root

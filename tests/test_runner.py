@@ -1,0 +1,293 @@
+from __future__ import annotations
+
+import json
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mer_bench.export import metrics_frame, predictions_frame
+from mer_bench.metrics import compute_metrics
+from mer_bench.protocol import Dataset, Task
+from mer_bench.runner import RunOptions, execute, plan
+from mer_bench.store import ResultsStore
+from tests.conftest import MEANPOOL, ROOT, subprocess_env
+
+SELECTOR = "distribution=iid|cross,alignment=aligned,mode=RMFM|STMFM|SMM,rate=0.0|0.5|1.0"
+SELECTOR_SMM = "distribution=iid|cross,alignment=aligned,mode=SMM"
+
+
+def _opts(root: Path, out: Path, **kw) -> RunOptions:
+    base = dict(
+        models=(MEANPOOL,),
+        selector="distribution=iid,alignment=aligned,task=binary|regression,mode=RMFM|RMM",
+        dataset=Dataset.SYNTH,
+        data_root=str(root),
+        seeds=(1, 2),
+        device="cpu",
+        out=str(out),
+        quiet=True,
+    )
+    base.update(kw)
+    return RunOptions(**base)
+
+
+def test_plan_expands_models_tasks_seeds(tiny_synth_root: Path, tmp_path: Path) -> None:
+    opts = _opts(tiny_synth_root, tmp_path, selector="all", seeds=(1, 2, 3))
+    plans = plan(opts)
+    # meanpool supports 3 tasks; iid/ood × aligned/unaligned + cross aligned = 5 data settings
+    assert len(plans) == 3 * 5 * 3
+    assert sum(len(p.cells) for p in plans) == 3 * 3 * (2 * (62 + 40) + 62)
+    with pytest.raises(Exception, match="nothing to run|selects no"):
+        plan(_opts(tiny_synth_root, tmp_path, models=("cider",), selector="task=regression"))
+
+
+def test_run_store_export_recompute_and_resume(tiny_synth_root: Path, tmp_path: Path) -> None:
+    opts = _opts(tiny_synth_root, tmp_path)
+    outcomes = execute(plan(opts), opts)
+    n_cells = 2 * 2 * 22  # tasks × seeds × (RMFM, RMM) × 11 rates
+    assert sum(o.cells_done for o in outcomes) == n_cells
+    assert all(o.trained for o in outcomes)
+    with ResultsStore(tmp_path) as store:
+        metrics = metrics_frame(store)
+        preds = predictions_frame(store)
+    assert len(metrics) == n_cells
+    assert list(metrics.columns[:10]) == [
+        "model",
+        "dataset",
+        "distribution",
+        "alignment",
+        "task",
+        "seed",
+        "mode",
+        "rate",
+        "condition",
+        "cell",
+    ]
+    assert metrics["tau_selection"].eq("none").all()
+    # metrics recomputed from exported predictions equal the stored ones
+    for (cell, seed, task), group in preds.groupby(["cell", "seed", "task"]):
+        task_enum = Task(task)
+        if task_enum is Task.REGRESSION:
+            scores = group["score"].to_numpy()
+        else:
+            scores = group[[f"score_{k}" for k in range(3)]].to_numpy()
+        recomputed = compute_metrics(task_enum, scores, group["label"].to_numpy())
+        stored = metrics[(metrics["cell"] == cell) & (metrics["seed"] == seed)].iloc[0]
+        for name, value in recomputed.items():
+            assert np.isclose(stored[name], value, equal_nan=True), (cell, name)
+    # sample ids come from the data file
+    assert preds["sample_id"].str.contains(r"\$_\$").all()
+    # the model learned something, and dropping everything hurts it
+    binary = metrics[(metrics["task"] == "binary") & (metrics["mode"] == "RMFM")]
+    at0 = binary[binary["rate"] == 0.0]["non0_acc2"].mean()
+    at1 = binary[binary["rate"] == 1.0]["non0_acc2"].mean()
+    print(f"meanpool non0_acc2 at rate 0: {at0:.3f}, at rate 1: {at1:.3f}")
+    assert at0 > 0.65 and at0 > at1
+    # resume: nothing left to do
+    again = execute(plan(opts), opts)
+    assert sum(o.cells_done for o in again) == 0
+    assert not any(o.trained for o in again)
+
+
+def _stable(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame.sort_values(["model", "seed", "cell", "tau_selection"]).reset_index(drop=True)
+
+
+def _cli(out: Path, root: Path, selector: str, seeds: str = "1,2") -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "mer_bench",
+        "run",
+        "--models",
+        MEANPOOL,
+        "--protocol",
+        selector,
+        "--data-root",
+        str(root),
+        "--seeds",
+        seeds,
+        "--device",
+        "cpu",
+        "--out",
+        str(out),
+        "--quiet",
+    ]
+
+
+def _cells_in(out: Path) -> int:
+    db = out / "results.sqlite"
+    if not db.exists():
+        return 0
+    try:
+        with sqlite3.connect(db, timeout=5) as conn:
+            return conn.execute(
+                "SELECT COUNT(DISTINCT setting_id || cell_id) FROM results"
+            ).fetchone()[0]
+    except sqlite3.OperationalError:
+        return 0
+
+
+def _settings_in(out: Path) -> int:
+    db = out / "results.sqlite"
+    if not db.exists():
+        return 0
+    try:
+        with sqlite3.connect(db, timeout=5) as conn:
+            return conn.execute("SELECT COUNT(*) FROM settings").fetchone()[0]
+    except sqlite3.OperationalError:
+        return 0
+
+
+@pytest.mark.slow
+def test_sigkill_and_resume_ends_identical(tiny_synth_root: Path, tmp_path: Path) -> None:
+    """Kill the run with SIGKILL mid-training and mid-evaluation; the resumed run's results equal
+    an uninterrupted run's (no cell lost, none duplicated)."""
+    selector = "distribution=iid|cross,alignment=aligned,task=binary,mode=RMFM|SMM"
+    env = subprocess_env()
+    reference = tmp_path / "reference"
+    subprocess.run(
+        _cli(reference, tiny_synth_root, selector),
+        check=True,
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        timeout=600,
+    )
+
+    killed = tmp_path / "killed"
+    kill_points = [
+        lambda: _settings_in(killed) == 0 and (killed / "results.sqlite").exists(),  # training
+        lambda: _cells_in(killed) >= 3,  # evaluating the first setting
+        lambda: _settings_in(killed) >= 3 and _cells_in(killed) < 4 * 18,  # later setting
+    ]
+    kills = 0
+    for point in kill_points:
+        proc = subprocess.Popen(
+            _cli(killed, tiny_synth_root, selector),
+            env=env,
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.time() + 300
+        while proc.poll() is None and time.time() < deadline:
+            if point():
+                proc.send_signal(signal.SIGKILL)
+                kills += 1
+                break
+            time.sleep(0.02)
+        proc.wait(60)
+    assert kills >= 2, "the run finished before it could be killed; make it longer"
+    subprocess.run(
+        _cli(killed, tiny_synth_root, selector),
+        check=True,
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        timeout=600,
+    )
+
+    with ResultsStore(reference) as a, ResultsStore(killed) as b:
+        ma, mb = _stable(metrics_frame(a)), _stable(metrics_frame(b))
+        pa, pb = predictions_frame(a), predictions_frame(b)
+    assert len(ma) == 4 * 18  # 2 data settings × 2 seeds × (11 RMFM + 7 SMM)
+    pd.testing.assert_frame_equal(ma, mb)
+    key = ["model", "seed", "cell", "tau_selection", "sample_id"]
+    pd.testing.assert_frame_equal(
+        pa.sort_values(key).reset_index(drop=True), pb.sort_values(key).reset_index(drop=True)
+    )
+
+
+def test_cli_run_end_to_end_and_export(tiny_synth_root: Path, tmp_path: Path) -> None:
+    """The one end-to-end test through the CLI: run, then export metrics and predictions."""
+    env = subprocess_env()
+    out = tmp_path / "res"
+    proc = subprocess.run(
+        _cli(
+            out,
+            tiny_synth_root,
+            "distribution=ood,alignment=unaligned,task=seven,mode=RMM|SMM",
+            seeds="1",
+        ),
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "results.sqlite" in proc.stdout and "mer_bench plot" in proc.stdout
+    csv = subprocess.run(
+        [sys.executable, "-m", "mer_bench", "export", "--results", str(out), "--what", "metrics"],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout
+    lines = csv.strip().splitlines()
+    assert lines[0].split(",") == [
+        "model",
+        "dataset",
+        "distribution",
+        "alignment",
+        "task",
+        "seed",
+        "mode",
+        "rate",
+        "condition",
+        "cell",
+        "acc7",
+        "f1_7",
+        "tau",
+        "tau_selection",
+    ]
+    assert len(lines) == 1 + 11 + 7
+    pred_file = tmp_path / "pred.parquet"
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mer_bench",
+            "export",
+            "--results",
+            str(out),
+            "--what",
+            "predictions",
+            "--format",
+            "parquet",
+            "--out",
+            str(pred_file),
+        ],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    preds = pd.read_parquet(pred_file)
+    assert [f"score_{k}" for k in range(7)] == [c for c in preds.columns if c.startswith("score_")]
+    assert len(preds) == 18 * 40
+    # bad input: one error line, exit 2, no traceback
+    bad = subprocess.run(
+        [sys.executable, "-m", "mer_bench", "run", "--models", "mutl", "--out", str(out)],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert bad.returncode == 2
+    assert bad.stderr.strip().startswith("error:") and "did you mean 'mult'" in bad.stderr
+    assert "Traceback" not in bad.stderr
+    json.dumps(lines)
