@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from mer_bench.errors import ConfigError
 from mer_bench.export import metrics_frame, predictions_frame
 from mer_bench.metrics import compute_metrics
 from mer_bench.protocol import Dataset, Task
@@ -44,7 +45,7 @@ def test_plan_expands_models_tasks_seeds(tiny_synth_root: Path, tmp_path: Path) 
     # meanpool supports 3 tasks; iid/ood × aligned/unaligned + cross aligned = 5 data settings
     assert len(plans) == 3 * 5 * 3
     assert sum(len(p.cells) for p in plans) == 3 * 3 * (2 * (62 + 40) + 62)
-    with pytest.raises(Exception, match="nothing to run|selects no"):
+    with pytest.raises(ConfigError, match=r"nothing to run"):
         plan(_opts(tiny_synth_root, tmp_path, models=("cider",), selector="task=regression"))
 
 
