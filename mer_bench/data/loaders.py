@@ -1,0 +1,322 @@
+"""Where each data setting's files live, and loading them into a ``DatasetBundle``.
+
+Layout under the data root (``--data-root ROOT`` or env ``MER_BENCH_DATA``; DESIGN.md §2):
+
+- IID: ``ROOT/CMU-<NAME>/Processed/{aligned,unaligned}_50.pkl``; MMSA's own tree
+  ``ROOT/<NAME>/Processed/...`` is tried second.
+- OOD (CIDer): ``ROOT/OOD_<NAME>/{binary,seven}/<NAME>_{aligned,unaligned}_50.pkl`` (joblib).
+  The task picks the file, because CIDer re-partitions each task separately (CIDER.md Q-22);
+  the regression task, which CIDer does not define, uses the ``binary`` re-partition.
+- Cross-dataset (aligned only): ``ROOT/MSA_cross_datasets/<name>.pkl`` gives train and valid;
+  the test split is the partner file's test split (mosi ↔ mosei; synth → synth_b).
+
+Cross-dataset files differ in text length (44 for MOSI, 75 for MOSEI), so the test split is
+brought to the training file's length n along time (``fit_time_length``):
+
+- shorter: padded at the end with [PAD] ids, mask 0, segment 0 and zero features;
+- longer: a sample whose text fits in n keeps its first n positions (the rest is padding);
+  a longer sample keeps its first n − 1 positions and then its last valid position (its
+  [SEP]) at n − 1, in every time-aligned array (ids, mask, segments, text features, audio,
+  vision). The text therefore still ends with [SEP] at its last valid position, and each
+  aligned audio/vision frame stays paired with its token. Lengths become min(length, n).
+
+Loaded files are cached in-process (keyed by resolved path, mtime, size and the file's role),
+so the settings that share a file load it once. Cached splits are shared: treat their arrays
+as read-only.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from mer_bench.data.safe_pickle import load_untrusted
+from mer_bench.data.schema import inspect_file
+from mer_bench.data.types import DatasetBundle, DataSpec, Split
+from mer_bench.errors import DataError
+from mer_bench.protocol import Alignment, Dataset, DataSetting, Distribution, Task
+
+ENV_DATA_ROOT = "MER_BENCH_DATA"
+CACHE_MAX_FILES = 2
+"""Files kept in the in-process cache, least recently used dropped first. Two covers a
+cross-dataset pair; more would pin several GB once MOSEI files are involved."""
+
+
+@dataclass(frozen=True)
+class DatasetLayout:
+    """How one dataset's files are named under the data root."""
+
+    name: str
+    """Upper-case stem: ``MOSI`` in ``CMU-MOSI``, ``OOD_MOSI``, ``MOSI_aligned_50.pkl``."""
+    iid_dirs: tuple[str, ...]
+    """IID folders, tried in order."""
+    cross_file: str
+    """Stem of its cross-dataset file (train/valid when training on it)."""
+    cross_partner: str
+    """Stem of the cross-dataset file whose test split it is tested on."""
+    synthetic: bool = False
+
+
+LAYOUTS: dict[Dataset, DatasetLayout] = {
+    Dataset.MOSI: DatasetLayout("MOSI", ("CMU-MOSI", "MOSI"), "mosi", "mosei"),
+    Dataset.MOSEI: DatasetLayout("MOSEI", ("CMU-MOSEI", "MOSEI"), "mosei", "mosi"),
+    Dataset.SYNTH: DatasetLayout("SYNTH", ("CMU-SYNTH", "SYNTH"), "synth", "synth_b", True),
+}
+
+OOD_TASK_DIR: dict[Task, str] = {
+    Task.BINARY: "binary",
+    Task.SEVEN: "seven",
+    Task.REGRESSION: "binary",
+}
+"""OOD re-partition used by each task (regression has none of its own: binary's)."""
+
+CROSS_DIR = "MSA_cross_datasets"
+
+WHERE_TO_GET: dict[Distribution, str] = {
+    Distribution.IID: (
+        "download MMSA's processed MOSI/MOSEI features (BERT, aligned_50/unaligned_50) from the "
+        "links in https://github.com/thuiar/MMSA (README, section Datasets)"
+    ),
+    Distribution.OOD: (
+        "download CIDer's OOD re-partitions from the links in https://github.com/gw-zhong/CIDer "
+        "(README, 'Download the datasets')"
+    ),
+    Distribution.CROSS: (
+        "get CIDer's cross-dataset pickles (MSA_cross_datasets/mosi.pkl, mosei.pkl) as described "
+        "in https://github.com/gw-zhong/CIDer"
+    ),
+}
+SYNTH_HINT = (
+    "write the synthetic files with `python -m mer_bench data synth --out ROOT`, or omit "
+    "--data-root to use the built-in cache"
+)
+
+
+def data_root(value: str | Path | None) -> Path:
+    """The data root: the CLI value, else env ``MER_BENCH_DATA``; DataError if neither is set."""
+    if value is None or str(value) == "":
+        value = os.environ.get(ENV_DATA_ROOT) or None
+    if value is None:
+        raise DataError(
+            f"no data root given: pass --data-root ROOT or set {ENV_DATA_ROOT}=ROOT, where ROOT "
+            "holds CMU-MOSI/, CMU-MOSEI/, OOD_MOSI/, OOD_MOSEI/ and MSA_cross_datasets/ "
+            "(the built-in synthetic dataset, --dataset synth, needs none)"
+        )
+    root = Path(value).expanduser()
+    if not root.is_dir():
+        raise DataError(f"data root {root} does not exist or is not a folder")
+    return root
+
+
+def _layout(dataset: Dataset) -> DatasetLayout:
+    try:
+        return LAYOUTS[dataset]
+    except KeyError:
+        raise DataError(f"no file layout is known for dataset {dataset.value!r}") from None
+
+
+def candidate_paths(setting: DataSetting, root: Path) -> tuple[tuple[Path, ...], tuple[Path, ...]]:
+    """Paths tried, in order, for (train/valid file, test file) of a setting."""
+    lay = _layout(setting.dataset)
+    align = setting.alignment.value
+    dist = setting.distribution
+    if dist is Distribution.IID:
+        paths = tuple(root / d / "Processed" / f"{align}_50.pkl" for d in lay.iid_dirs)
+        return paths, paths
+    if dist is Distribution.OOD:
+        folder = root / f"OOD_{lay.name}" / OOD_TASK_DIR[setting.task]
+        paths = (folder / f"{lay.name}_{align}_50.pkl",)
+        return paths, paths
+    return (root / CROSS_DIR / f"{lay.cross_file}.pkl",), (
+        root / CROSS_DIR / f"{lay.cross_partner}.pkl",
+    )
+
+
+def resolve_files(setting: DataSetting, root: Path) -> tuple[Path, Path]:
+    """(train/valid file, test file) of a setting; DataError naming every path tried if absent."""
+    found: list[Path] = []
+    for role, paths in zip(("train/valid", "test"), candidate_paths(setting, Path(root))):
+        hit = next((p for p in paths if p.is_file()), None)
+        if hit is None:
+            hint = (
+                SYNTH_HINT
+                if _layout(setting.dataset).synthetic
+                else WHERE_TO_GET[setting.distribution]
+            )
+            raise DataError(
+                f"{role} data file for {setting.id} not found; looked for "
+                f"{' and '.join(str(p) for p in paths)}; {hint}"
+            )
+        found.append(hit)
+    return found[0], found[1]
+
+
+# ----------------------------------------------------------------------------- loading
+
+_cache: OrderedDict[tuple[str, int, int, Distribution], dict[str, Split]] = OrderedDict()
+_cache_lock = threading.Lock()
+
+
+def clear_cache() -> None:
+    """Drop every cached file (frees their arrays once no bundle refers to them)."""
+    with _cache_lock:
+        _cache.clear()
+
+
+def load_file(path: Path, kind: Distribution) -> dict[str, Split]:
+    """Safely load and strictly validate one data file: ``{"train", "valid", "test"}`` splits.
+
+    ``kind`` is the file's role (IID, OOD or cross-dataset), which sets the label rules.
+    Cached by (resolved path, mtime, size, kind).
+    """
+    path = Path(path)
+    try:
+        st = path.stat()
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read data file ({exc.strerror or exc})") from None
+    key = (str(path.resolve()), st.st_mtime_ns, st.st_size, kind)
+    with _cache_lock:
+        if key in _cache:
+            _cache.move_to_end(key)
+            return dict(_cache[key])
+    raw = load_untrusted(path)
+    splits = inspect_file(raw, path, kind=kind).splits
+    del raw
+    with _cache_lock:
+        _cache[key] = splits
+        while len(_cache) > CACHE_MAX_FILES:
+            _cache.popitem(last=False)
+    return dict(splits)
+
+
+def fit_time_length(split: Split, n: int) -> Split:
+    """Pad or truncate a split's time axis to text length ``n`` (rule in the module docstring).
+
+    Arrays whose time axis is not the text's (unaligned audio/vision) are left unchanged.
+    """
+    m = split.text_bert.shape[2]
+    if m == n:
+        return split
+    lengths = split.text_lengths
+    if m < n:
+
+        def fit(a: np.ndarray, axis: int) -> np.ndarray:
+            widths = [(0, 0)] * a.ndim
+            widths[axis] = (0, n - m)
+            # Zeros are right for every array: [PAD] id, mask 0, segment 0, silent frames.
+            return np.pad(a, widths)
+
+    else:
+        index = np.broadcast_to(np.arange(n), (split.size, n)).copy()
+        index[:, n - 1] = np.where(lengths > n, lengths - 1, n - 1)
+
+        def fit(a: np.ndarray, axis: int) -> np.ndarray:
+            shape = [1] * a.ndim
+            shape[0], shape[axis] = split.size, n
+            return np.take_along_axis(a, index.reshape(shape), axis=axis)
+
+    def fit_frames(a: np.ndarray, frame_lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if a.shape[1] != m:
+            return a, frame_lengths
+        return fit(a, 1), np.minimum(frame_lengths, n)
+
+    audio, audio_lengths = fit_frames(split.audio, split.audio_lengths)
+    vision, vision_lengths = fit_frames(split.vision, split.vision_lengths)
+    return replace(
+        split,
+        text_bert=fit(split.text_bert, 2),
+        text_feats=None if split.text_feats is None else fit(split.text_feats, 1),
+        audio=audio,
+        vision=vision,
+        audio_lengths=audio_lengths,
+        vision_lengths=vision_lengths,
+    )
+
+
+def _check_test_matches(train: Split, test: Split, train_path: Path, test_path: Path) -> None:
+    """The cross-dataset test file must share the training file's feature widths."""
+    pairs = (
+        ("audio", train.audio.shape[2], test.audio.shape[2]),
+        ("vision", train.vision.shape[2], test.vision.shape[2]),
+        (
+            "text",
+            None if train.text_feats is None else train.text_feats.shape[2],
+            None if test.text_feats is None else test.text_feats.shape[2],
+        ),
+    )
+    for key, want, got in pairs:
+        if want != got:
+            raise DataError(
+                f"{test_path}: split 'test', key {key!r}: expected feature width {want} as in "
+                f"{train_path}, found {got}"
+            )
+
+
+def _as_aligned(split: Split, path: Path) -> Split:
+    """Aligned data: check one shared time axis; audio/vision lengths = text lengths (§1.1.4)."""
+    n = split.text_bert.shape[2]
+    for key, a in (("audio", split.audio), ("vision", split.vision)):
+        if a.shape[1] != n:
+            raise DataError(
+                f"{path}: split {split.name!r}, key {key!r}: expected {n} time steps (aligned "
+                f"to the text), found shape {list(a.shape)}"
+            )
+    lengths = split.text_lengths
+    if np.array_equal(split.audio_lengths, lengths) and np.array_equal(
+        split.vision_lengths, lengths
+    ):
+        return split
+    return replace(split, audio_lengths=lengths, vision_lengths=lengths)
+
+
+def load_bundle(setting: DataSetting, root: Path | str | None = None) -> DatasetBundle:
+    """Load a data setting's train/valid/test splits and the spec models are built for.
+
+    Synthetic data without a root comes from ``mer_bench.data.synth.ensure_synth()`` (its cache
+    folder); real data needs ``root`` or ``MER_BENCH_DATA``.
+    """
+    layout = _layout(setting.dataset)
+    if layout.synthetic and (root is None or str(root) == ""):
+        synth = importlib.import_module("mer_bench.data.synth")
+        base = Path(synth.ensure_synth())
+    else:
+        base = data_root(root)
+    train_path, test_path = resolve_files(setting, base)
+    kind = setting.distribution
+    splits = load_file(train_path, kind)
+    train, valid = splits["train"], splits["valid"]
+    if kind is Distribution.CROSS:
+        n = train.text_bert.shape[2]
+        test = load_file(test_path, kind)["test"]
+        _check_test_matches(train, test, train_path, test_path)
+        test = fit_time_length(test, n)
+    else:
+        test = splits["test"]
+    aligned = setting.alignment is Alignment.ALIGNED
+    if aligned:
+        train, valid = _as_aligned(train, train_path), _as_aligned(valid, train_path)
+        test = _as_aligned(test, test_path)
+    spec = DataSpec(
+        text_len=train.text_bert.shape[2],
+        audio_len=train.audio.shape[1],
+        vision_len=train.vision.shape[1],
+        audio_dim=train.audio.shape[2],
+        vision_dim=train.vision.shape[2],
+        text_feat_dim=None if train.text_feats is None else train.text_feats.shape[2],
+        aligned=aligned,
+        task=setting.task,
+    )
+    return DatasetBundle(
+        setting=setting,
+        train=train,
+        valid=valid,
+        test=test,
+        spec=spec,
+        sources={"train": train_path, "valid": train_path, "test": test_path},
+    )
