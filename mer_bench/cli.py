@@ -106,9 +106,13 @@ def cmd_adapters(args: argparse.Namespace) -> int:
 
 def cmd_data_check(args: argparse.Namespace) -> int:
     from mer_bench.data.check import check_file
+    from mer_bench.protocol import Distribution, _parse_enum
 
-    report = check_file(Path(args.path))
+    kind = _parse_enum(Distribution, args.kind, "kind") if args.kind else None
+    report = check_file(Path(args.path), kind)
     print(report.render())
+    if not report.loadable:
+        raise MerBenchError(f"{args.path} holds NaN/inf values that runs refuse (see the summary)")
     return 0
 
 
@@ -350,6 +354,7 @@ def build_parser() -> argparse.ArgumentParser:
     data_sub = p.add_subparsers(dest="data_command", metavar="SUBCOMMAND", parser_class=_Parser)
     q = data_sub.add_parser("check", help="validate one data file (exit 0 valid, 2 invalid)")
     q.add_argument("path")
+    q.add_argument("--kind", default=None, help="iid, ood or cross (default: detect)")
     q.set_defaults(handler=cmd_data_check)
     q = data_sub.add_parser("synth", help="write the synthetic dataset as MMSA pickles")
     q.add_argument("--out", required=True)

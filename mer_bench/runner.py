@@ -14,9 +14,8 @@ import os
 import platform
 import random
 import subprocess
-import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -198,32 +197,60 @@ class Hooks:
     on_cells_planned: Callable[[str, int], None] = lambda sid, n: None
 
 
-def run_setting(
-    sp: SettingPlan, opts: RunOptions, store: ResultsStore, hooks: Hooks | None = None
-) -> SettingOutcome:
-    """Train (or reuse) one setting and evaluate every cell not yet in the store."""
-    from safetensors.torch import load_file
+@dataclass
+class Trained:
+    """Event: a setting finished training (its best state and what to record)."""
 
-    from mer_bench.data.loaders import load_bundle
+    state: dict[str, torch.Tensor]
+    record: dict[str, Any]
 
-    hooks = hooks or Hooks()
-    start = time.perf_counter()
-    setting = sp.setting
-    out = Path(opts.out)
-    done = store.done_cells(setting)
-    todo = [c for c in sp.cells if c.id not in done]
-    hooks.on_cells_planned(setting.id, len(todo))
-    if not todo:
-        return SettingOutcome(setting.id, False, 0, 0.0)
 
+@dataclass
+class CellDone:
+    """Event: one cell evaluated (all its selections)."""
+
+    cell: Cell
+    rows: list[CellRow]
+    wall_seconds: float
+    device: str
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """What a setting is trained with: adapter class, parameters and their hash."""
+
+    cls: type[Adapter]
+    params: dict[str, Any]
+    config_hash: str
+
+
+def resolve(setting: TrainingSetting, opts: RunOptions) -> Resolved:
     cls = get_adapter(setting.model)
     params = cls.resolve_params(
         preset_name(cls, setting.data.dataset), opts.overrides.get(setting.model)
     )
-    chash = config_hash(setting, params, opts)
+    return Resolved(cls, params, config_hash(setting, params, opts))
+
+
+def setting_events(
+    setting: TrainingSetting,
+    todo: Sequence[Cell],
+    opts: RunOptions,
+    resume_state: dict[str, torch.Tensor] | None,
+    hooks: Hooks | None = None,
+) -> Iterator[Trained | CellDone]:
+    """Train (unless ``resume_state`` is given) and evaluate ``todo``, yielding events.
+
+    Pure computation: persisting the events is the caller's job (the local executor writes them
+    as they come; the Ray executor ships them to the driver).
+    """
+    from mer_bench.data.loaders import load_bundle
+
+    hooks = hooks or Hooks()
+    r = resolve(setting, opts)
     bundle = load_bundle(setting.data, opts.data_root)
     device = resolve_device(opts.device)
-    cache_dir = out / "cache" / setting.data.id.replace("/", "__")
+    out = Path(opts.out)
     options = {
         "dataset": setting.data.dataset.value,
         "distribution": setting.data.distribution.value,
@@ -234,31 +261,22 @@ def run_setting(
     ctx = AdapterContext(
         spec=bundle.spec,
         task=setting.data.task,
-        params=params,
+        params=r.params,
         device=device,
         seed=setting.seed,
         text_encoder=opts.text_encoder,
-        cache_dir=cache_dir,
+        cache_dir=out / "cache" / setting.data.id.replace("/", "__"),
         options=options,
     )
-    adapter = cls(ctx)
+    adapter = r.cls(ctx)
     adapter.setup(bundle.train)
-    batch_size = int(params["batch_size"])
-
-    ckpt = checkpoint_path(out, setting)
-    record = store.setting_record(setting)
-    trained = False
-    if record is not None and record["config_hash"] != chash:
-        raise ConfigError(
-            f"{out} already holds {setting.id} trained with other parameters; "
-            "use another --out to compare configurations"
-        )
-    if record is not None and ckpt.is_file():
-        adapter.load_checkpoint_state(load_file(str(ckpt)))
+    batch_size = int(r.params["batch_size"])
+    if resume_state is not None:
+        adapter.load_checkpoint_state(resume_state)
     else:
         cfg = FitConfig(
-            max_epochs=int(params["max_epochs"]),
-            patience=int(params["patience"]),
+            max_epochs=int(r.params["max_epochs"]),
+            patience=int(r.params["patience"]),
             batch_size=batch_size,
             device=device,
             precision=opts.precision,
@@ -270,26 +288,23 @@ def run_setting(
             cfg,
             on_epoch=lambda rec: hooks.on_epoch(setting.id, rec.epoch, cfg.max_epochs),
         )
-        _save_atomic(result.state, ckpt, {"setting": setting.id, "config_hash": chash})
-        store.record_setting(
-            setting,
-            best_epoch=result.best_epoch,
-            best_valid=result.best_valid,
-            epochs=len(result.history),
-            train_seconds=result.seconds,
-            checkpoint=str(ckpt.relative_to(out)),
-            params=params,
-            history=[asdict(h) for h in result.history],
-            config_hash=chash,
-            device=str(device),
+        yield Trained(
+            result.state,
+            dict(
+                best_epoch=result.best_epoch,
+                best_valid=result.best_valid,
+                epochs=len(result.history),
+                train_seconds=result.seconds,
+                params=r.params,
+                history=[asdict(h) for h in result.history],
+                config_hash=r.config_hash,
+                device=str(device),
+                sample_ids=bundle.test.sample_ids.tolist(),
+            ),
         )
-        trained = True
-
-    store.record_sample_ids(setting.data.id, "test", bundle.test.sample_ids.tolist())
     valid = SplitTensors(bundle.valid, setting.data.task)
     test = SplitTensors(bundle.test, setting.data.task)
     sample_index = np.arange(test.size, dtype=np.int64)
-    n_done = 0
     for cell in todo:
         t0 = time.perf_counter()
         ev = evaluate_cell(
@@ -317,20 +332,80 @@ def run_setting(
             )
             for name, sel in ev.selections.items()
         ]
-        if store.record_cell(
-            setting,
-            cell,
-            rows,
-            mask_rng=opts.mask_rng,
-            wall_seconds=time.perf_counter() - t0,
-            device=str(device),
-            versions=versions(),
-            git_hash=git_hash(),
-            config_hash=chash,
-        ):
-            n_done += 1
+        yield CellDone(cell, rows, time.perf_counter() - t0, str(device))
         hooks.on_cell(setting.id, cell.id)
-    return SettingOutcome(setting.id, trained, n_done, time.perf_counter() - start)
+
+
+def prepare(
+    sp: SettingPlan, opts: RunOptions, store: ResultsStore
+) -> tuple[list[Cell], dict[str, torch.Tensor] | None, str]:
+    """Cells still to do, the finished checkpoint to resume from (if any), the config hash."""
+    from safetensors.torch import load_file
+
+    setting = sp.setting
+    done = store.done_cells(setting)
+    todo = [c for c in sp.cells if c.id not in done]
+    chash = resolve(setting, opts).config_hash
+    if not todo:
+        return todo, None, chash
+    record = store.setting_record(setting)
+    if record is not None and record["config_hash"] != chash:
+        raise ConfigError(
+            f"{opts.out} already holds {setting.id} trained with other parameters; "
+            "use another --out to compare configurations"
+        )
+    ckpt = checkpoint_path(Path(opts.out), setting)
+    state = load_file(str(ckpt)) if record is not None and ckpt.is_file() else None
+    return todo, state, chash
+
+
+def persist(
+    event: Trained | CellDone,
+    setting: TrainingSetting,
+    opts: RunOptions,
+    store: ResultsStore,
+    chash: str,
+) -> bool:
+    """Write one event to the checkpoint folder / store. Returns True for a new cell."""
+    out = Path(opts.out)
+    if isinstance(event, Trained):
+        ckpt = checkpoint_path(out, setting)
+        # Checkpoint first, then the row that points at it: a kill in between only retrains.
+        _save_atomic(event.state, ckpt, {"setting": setting.id, "config_hash": chash})
+        rec = dict(event.record)
+        sample_ids = rec.pop("sample_ids")
+        store.record_sample_ids(setting.data.id, "test", sample_ids)
+        store.record_setting(setting, checkpoint=str(ckpt.relative_to(out)), **rec)
+        return False
+    return store.record_cell(
+        setting,
+        event.cell,
+        event.rows,
+        mask_rng=opts.mask_rng,
+        wall_seconds=event.wall_seconds,
+        device=event.device,
+        versions=versions(),
+        git_hash=git_hash(),
+        config_hash=chash,
+    )
+
+
+def run_setting(
+    sp: SettingPlan, opts: RunOptions, store: ResultsStore, hooks: Hooks | None = None
+) -> SettingOutcome:
+    """Train (or reuse) one setting and evaluate every cell not yet in the store."""
+    hooks = hooks or Hooks()
+    start = time.perf_counter()
+    todo, state, chash = prepare(sp, opts, store)
+    hooks.on_cells_planned(sp.setting.id, len(todo))
+    if not todo:
+        return SettingOutcome(sp.setting.id, False, 0, 0.0)
+    trained = False
+    n_done = 0
+    for event in setting_events(sp.setting, todo, opts, state, hooks):
+        trained |= isinstance(event, Trained)
+        n_done += persist(event, sp.setting, opts, store, chash)
+    return SettingOutcome(sp.setting.id, trained, n_done, time.perf_counter() - start)
 
 
 def _worker(sp: SettingPlan, opts: RunOptions) -> SettingOutcome:
@@ -373,20 +448,62 @@ def _execute_local(
     return outcomes
 
 
+def _ray_task(
+    setting: TrainingSetting,
+    todo: list[Cell],
+    opts: RunOptions,
+    state: dict[str, torch.Tensor] | None,
+) -> list[Trained | CellDone]:
+    """What one Ray task runs: train (or resume) and evaluate one setting; events go back."""
+    torch.set_num_threads(1)
+    return list(setting_events(setting, todo, opts, state))
+
+
 def _execute_ray(
     plans: Sequence[SettingPlan], opts: RunOptions, hooks: Hooks
 ) -> list[SettingOutcome]:
+    """One Ray task per training setting; the driver owns the store and the checkpoints.
+
+    Workers need the data at the same path (``--data-root``) and mer_bench installed.
+    """
     try:
         import ray
     except ImportError:
         raise ConfigError(
             "--executor ray needs the ray extra: pip install 'mer_bench[ray]'"
         ) from None
-    raise ConfigError(
-        f"--executor ray is not available yet in mer_bench {__version__} (ray {ray.__version__} "
-        "found); use --executor local --jobs N"
-    )
-
-
-def python_executable() -> str:
-    return sys.executable
+    started_here = not ray.is_initialized()
+    if started_here:
+        try:
+            ray.init(address=opts.ray_address, include_dashboard=False, log_to_driver=False)
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            raise ConfigError(f"cannot connect to the Ray cluster: {exc}") from None
+    remote = ray.remote(num_cpus=1)(_ray_task)
+    outcomes = []
+    try:
+        with ResultsStore(opts.out) as store:
+            pending = {}
+            for sp in plans:
+                todo, state, chash = prepare(sp, opts, store)
+                hooks.on_cells_planned(sp.setting.id, len(todo))
+                if not todo:
+                    outcomes.append(SettingOutcome(sp.setting.id, False, 0, 0.0))
+                    continue
+                ref = remote.remote(sp.setting, todo, opts, state)
+                pending[ref] = (sp, chash, time.perf_counter())
+            while pending:
+                ready, _ = ray.wait(list(pending), num_returns=1)
+                sp, chash, t0 = pending.pop(ready[0])
+                trained, n_done = False, 0
+                for event in ray.get(ready[0]):
+                    trained |= isinstance(event, Trained)
+                    n_done += persist(event, sp.setting, opts, store, chash)
+                    if isinstance(event, CellDone):
+                        hooks.on_cell(sp.setting.id, event.cell.id)
+                outcomes.append(
+                    SettingOutcome(sp.setting.id, trained, n_done, time.perf_counter() - t0)
+                )
+    finally:
+        if started_here:
+            ray.shutdown()
+    return outcomes
