@@ -164,7 +164,7 @@ class Adapter(ABC):
                     + (f"; did you mean {hint[0]!r}?" if hint else "")
                     + f" known: {', '.join(sorted(params))}"
                 )
-            params[key] = type(params[key])(value) if params[key] is not None else value
+            params[key] = _coerce(key, value, params[key])
         return params
 
     def train_mode(self) -> None:
@@ -188,6 +188,32 @@ class Adapter(ABC):
         extra = {k[len("__extra__.") :]: v for k, v in state.items() if k.startswith("__extra__.")}
         self.model.load_state_dict(model_state, strict=True)
         self.load_extra_state(extra)
+
+
+_TRUE = frozenset({"true", "1", "yes", "on"})
+_FALSE = frozenset({"false", "0", "no", "off"})
+
+
+def _coerce(key: str, value: Any, default: Any) -> Any:
+    """Cast an override to the preset value's type (``"false"`` → False, ``"3"`` → 3)."""
+    if default is None:
+        return value
+    if isinstance(default, bool):
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower()
+        if text in _TRUE | _FALSE:
+            return text in _TRUE
+        raise ConfigError(f"parameter {key!r} expects true/false, got {value!r}")
+    if isinstance(default, (list, tuple)):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"parameter {key!r} expects a list, got {value!r}")
+        return type(default)(value)
+    try:
+        return type(default)(value)
+    except (TypeError, ValueError):
+        kind = type(default).__name__
+        raise ConfigError(f"parameter {key!r} expects {kind}, got {value!r}") from None
 
 
 # --------------------------------------------------------------------------- registry
