@@ -1,0 +1,186 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mer_bench.cli import PENDING, main
+from tests.conftest import MEANPOOL
+
+COMMANDS = [
+    "run",
+    "plot",
+    "table",
+    "protocols",
+    "data",
+    "masks",
+    "export",
+    "leaderboard",
+    "tune",
+    "adapters",
+    "check-adapter",
+    "describe",
+    "import-checkpoint",
+]
+
+
+def test_help_lists_every_command(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["--help"])
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    for command in COMMANDS:
+        assert command in out
+
+
+@pytest.mark.parametrize("command", sorted(PENDING))
+def test_pending_commands_exit_2_with_one_error_line(
+    command: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main([command]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and "not implemented yet" in lines[0]
+
+
+def test_protocols_prints_ids_then_count(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["protocols", "distribution=cross,mode=STMFM,rate=0.5", "--dataset", "mosi"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines == [
+        "mosi/cross/aligned/binary/STMFM@0.5",
+        "mosi/cross/aligned/seven/STMFM@0.5",
+        "mosi/cross/aligned/regression/STMFM@0.5",
+        "3 cells",
+    ]
+
+
+def test_invalid_selector_is_an_error_listing_valid_values(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["protocols", "mode=RMFX"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and "RMFM_same" in err and "\n" == err[-1]
+
+
+def test_usage_error_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["masks", "--mode", "RMFM"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error:")
+
+
+def test_data_check_valid_and_invalid(
+    tiny_synth_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    good = tiny_synth_root / "CMU-SYNTH" / "Processed" / "aligned_50.pkl"
+    assert main(["data", "check", str(good)]) == 0
+    out = capsys.readouterr().out
+    assert "sha256" in out and "[test]" in out
+    bad = tmp_path / "bad.pkl"
+    bad.write_bytes(good.read_bytes()[:1000])  # truncated
+    assert main(["data", "check", str(bad)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error:")
+
+
+def test_data_synth_writes_loadable_files(tmp_path: Path, capsys) -> None:
+    from mer_bench.data.loaders import load_bundle
+    from mer_bench.protocol import DataSetting
+
+    assert main(["data", "synth", "--out", str(tmp_path), "--seed", "3"]) == 0
+    bundle = load_bundle(DataSetting.parse("synth/ood/unaligned/seven"), tmp_path)
+    assert bundle.spec.audio_len == 375 and bundle.spec.vision_len == 500
+    assert bundle.spec.audio_dim == 5 and bundle.spec.vision_dim == 20
+
+
+@pytest.mark.parametrize(
+    ("mode", "arg"),
+    [("RMFM", ["--rate", "0.3"]), ("SMM", ["--condition", "TA"]), ("STMFM", ["--rate", "1.0"])],
+)
+def test_masks_command_writes_the_design_npz(
+    tiny_synth_root: Path, tmp_path: Path, mode: str, arg: list[str]
+) -> None:
+    out = tmp_path / "m.npz"
+    alignment = "aligned" if mode == "STMFM" else "unaligned"
+    argv = [
+        "masks",
+        "--dataset",
+        "synth",
+        "--data-root",
+        str(tiny_synth_root),
+        "--alignment",
+        alignment,
+        "--split",
+        "test",
+        "--mode",
+        mode,
+        *arg,
+        "--seed",
+        "5",
+        "--out",
+        str(out),
+    ]
+    assert main(argv) == 0
+    first = dict(np.load(out))
+    assert set(first) == {
+        "text_input_mask",
+        "audio_input_mask",
+        "vision_input_mask",
+        "text_keep",
+        "audio_keep",
+        "vision_keep",
+        "text_ids",
+        "text_ids_missing",
+    }
+    for m in ("text", "audio", "vision"):
+        assert not (first[f"{m}_keep"].astype(bool) & ~first[f"{m}_input_mask"].astype(bool)).any()
+    dropped = first["text_input_mask"].astype(bool) & ~first["text_keep"].astype(bool)
+    assert (first["text_ids_missing"][dropped] == 100).all()
+    assert main(argv) == 0  # same seed → identical masks
+    second = dict(np.load(out))
+    for key in first:
+        np.testing.assert_array_equal(first[key], second[key])
+
+
+def test_masks_refuses_tmfm_on_unaligned(tiny_synth_root: Path, tmp_path: Path, capsys) -> None:
+    argv = [
+        "masks",
+        "--dataset",
+        "synth",
+        "--data-root",
+        str(tiny_synth_root),
+        "--mode",
+        "TMFM",
+        "--rate",
+        "0.3",
+        "--out",
+        str(tmp_path / "x.npz"),
+    ]
+    assert main(argv) == 2
+    assert "aligned" in capsys.readouterr().err
+
+
+def test_adapters_lists_builtins(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["adapters"]) == 0
+    out = capsys.readouterr().out
+    for name in ("cider", "cider_fixed", "mult", "self_mm"):
+        assert f"{name}\t" in out
+
+
+def test_unknown_model_suggests(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["describe", "cidr", "--dataset", "mosi", "--alignment", "aligned"]) == 2
+    assert "did you mean 'cider'" in capsys.readouterr().err
+
+
+def test_check_adapter_passes_for_example_plugin(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["check-adapter", MEANPOOL]) == 0
+    out = capsys.readouterr().out
+    assert "FAIL" not in out and " 0 failed" in out
+
+
+def test_export_without_store_is_an_error(tmp_path: Path, capsys) -> None:
+    assert main(["export", "--results", str(tmp_path / "none"), "--what", "metrics"]) == 2
+    assert "no results store" in capsys.readouterr().err
