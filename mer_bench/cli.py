@@ -184,9 +184,12 @@ def cmd_describe(args: argparse.Namespace) -> int:
         spec = published_spec(setting)
     overrides = _overrides(args.set or [], None, [args.model])[args.model]
     params = cls.resolve_params(preset_name(cls, setting.dataset), overrides)
-    adapter = cls(
-        AdapterContext(spec=spec, task=setting.task, params=params, text_encoder=args.text_encoder)
-    )
+    from mer_bench.text_encoder import BERT_BASE_SHAPE
+
+    encoder = args.text_encoder
+    if encoder is None and setting.dataset is not Dataset.SYNTH:
+        encoder = BERT_BASE_SHAPE  # real data: shapes of bert-base-uncased, no weights needed
+    adapter = cls(AdapterContext(spec=spec, task=setting.task, params=params, text_encoder=encoder))
     model = adapter.model
     bert_prefixes = getattr(adapter, "text_encoder_prefixes", ("text_model.", "text_encoder."))
     state = model.state_dict()

@@ -24,6 +24,11 @@ TINY_BERT = {
 }
 
 
+BERT_BASE_SHAPE = "random:bert-base-uncased"
+"""A randomly initialised encoder with bert-base-uncased's shapes (12 × 768): for describing
+parameter counts and state dicts of real-data configurations without weights."""
+
+
 def build_text_encoder(path: str | Path | None, **tiny_overrides: int | float):
     """A ``transformers.BertModel`` (or other AutoModel) from a local folder, or a tiny BERT.
 
@@ -34,6 +39,9 @@ def build_text_encoder(path: str | Path | None, **tiny_overrides: int | float):
     if path is None:
         config = transformers.BertConfig(**{**TINY_BERT, **tiny_overrides})
         return transformers.BertModel(config, add_pooling_layer=True)
+    if str(path) == BERT_BASE_SHAPE:
+        # BertConfig's defaults are bert-base-uncased's architecture.
+        return transformers.BertModel(transformers.BertConfig(), add_pooling_layer=True)
     folder = Path(path)
     if not (folder / "config.json").is_file():
         raise ConfigError(
