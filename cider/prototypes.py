@@ -1,0 +1,164 @@
+"""Class prototypes and priors for CIDer's causal head (reference/CIDER.md §7).
+
+Computed from the training split (§7.4), or read from the reference's shipped ``.npy`` files
+(§7.1) with ``ctx.options["cider_prototypes"]``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from mer_bench.data.types import Split
+from mer_bench.errors import ConfigError, DataError
+
+CROSS_PREFIX = "[cross_dataset]"
+
+
+@dataclass(frozen=True)
+class Prototypes:
+    """Class-conditional means μ_k (C, D) and the class prior π (C,), both float64."""
+
+    means: np.ndarray
+    prior: np.ndarray
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.prior.shape[0])
+
+    def training_tensors(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """Class-specific prototypes and the train prior, float32 (as the reference casts)."""
+        return (
+            torch.as_tensor(self.means, dtype=torch.float32, device=device),
+            torch.as_tensor(self.prior, dtype=torch.float32, device=device),
+        )
+
+    def evaluation_tensors(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every stratum gets the unweighted mean of the *train* class means, uniform prior.
+
+        The reference uses the evaluated split's own class means here (label leakage, Q-4).
+        """
+        c = self.num_classes
+        mean = self.means.astype(np.float32).mean(axis=0, keepdims=True)
+        protos = torch.as_tensor(np.repeat(mean, c, axis=0), device=device)
+        return protos, torch.full((c,), 1.0 / c, dtype=torch.float32, device=device)
+
+
+@torch.no_grad()
+def pooled_text_features(
+    encoder: nn.Module, text_bert: np.ndarray, device: torch.device, batch_size: int = 256
+) -> np.ndarray:
+    """(N, D_l) float64: mask-weighted mean of the encoder's last hidden state over valid tokens
+    (candidate (a) of §7.4), computed with the encoder in eval mode (pretrained weights)."""
+    was_training = encoder.training
+    encoder.eval()
+    out = []
+    try:
+        for start in range(0, text_bert.shape[0], batch_size):
+            tb = torch.as_tensor(text_bert[start : start + batch_size], device=device).long()
+            mask = tb[:, 1].float()
+            hidden = encoder(
+                input_ids=tb[:, 0], attention_mask=mask, token_type_ids=tb[:, 2]
+            ).last_hidden_state
+            pooled = (hidden * mask.unsqueeze(-1)).sum(1) / mask.sum(1, keepdim=True).clamp_min(1)
+            out.append(pooled.double().cpu())
+    finally:
+        encoder.train(was_training)
+    return torch.cat(out).numpy()
+
+
+def sample_vectors(text_pooled: np.ndarray, split: Split) -> np.ndarray:
+    """(N, D) [text ; audio time-mean ; vision time-mean], the A/V means over *all* stored steps,
+    padding included (that dilution is visible in the shipped files, §7.3)."""
+    audio = split.audio.astype(np.float64).mean(axis=1)
+    vision = split.vision.astype(np.float64).mean(axis=1)
+    return np.concatenate((text_pooled.astype(np.float64), audio, vision), axis=1)
+
+
+def class_prototypes(vectors: np.ndarray, labels: np.ndarray, num_classes: int) -> Prototypes:
+    """μ_k = mean of the vectors labelled k; π_k = class frequency. An absent class gets a zero
+    prototype and prior 0 (it can then never be predicted through its stratum)."""
+    labels = np.asarray(labels, dtype=np.int64)
+    if labels.size == 0:
+        raise DataError("cannot compute CIDer prototypes from an empty training split")
+    if labels.min() < 0 or labels.max() >= num_classes:
+        raise DataError(f"training labels outside 0..{num_classes - 1}")
+    one_hot = np.eye(num_classes, dtype=np.float64)[labels]  # (N, C)
+    counts = one_hot.sum(axis=0)
+    sums = one_hot.T @ vectors
+    means = sums / np.maximum(counts, 1.0)[:, None]
+    return Prototypes(means=means, prior=counts / labels.size)
+
+
+def shipped_paths(
+    root: Path,
+    dataset: str,
+    distribution: str,
+    alignment: str,
+    task: str,
+    num_classes: int,
+    split: str = "train",
+) -> tuple[list[Path], Path]:
+    """The prototype files (k = 0..C−1) and the prior file of the reference layout (§7.1).
+
+    Cross-dataset files live under ``iid`` with the literal ``[cross_dataset]`` name prefix.
+    """
+    cross = distribution == "cross"
+    dist_dir = "iid" if cross else distribution
+    prefix = CROSS_PREFIX if cross else ""
+    feats = Path(root) / f"{dataset}_feats" / dist_dir / task
+    probs = Path(root) / f"{dataset}_probs" / dist_dir / task
+    protos = [
+        feats / f"{prefix}{dataset}_{split}_{task}_{alignment}_{k}.npy" for k in range(num_classes)
+    ]
+    return protos, probs / f"{prefix}{dataset}_train_{task}.npy"
+
+
+def _load_vector(path: Path) -> np.ndarray:
+    if not path.is_file():
+        raise DataError(f"CIDer prototype file not found: {path}")
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise DataError(f"cannot read CIDer prototype file {path}: {exc}") from None
+    if arr.ndim != 1 or not np.issubdtype(arr.dtype, np.floating):
+        raise DataError(f"{path}: expected a 1-D float array, got {arr.dtype} {arr.shape}")
+    if not np.isfinite(arr).all():
+        raise DataError(f"{path}: non-finite values")
+    return arr
+
+
+def load_shipped(
+    root: Path,
+    dataset: str,
+    distribution: str,
+    alignment: str,
+    task: str,
+    num_classes: int,
+    proto_dim: int | None = None,
+    split: str = "train",
+) -> Prototypes:
+    """Read the reference's shipped prototypes and train prior; values are kept in float64 and
+    cast to float32 when handed to the model (as the reference's loader does)."""
+    root = Path(root)
+    if not root.is_dir():
+        raise ConfigError(f"cider_prototypes directory not found: {root}")
+    proto_paths, prior_path = shipped_paths(
+        root, dataset, distribution, alignment, task, num_classes, split
+    )
+    means = np.stack([_load_vector(p).astype(np.float64) for p in proto_paths])
+    prior = _load_vector(prior_path).astype(np.float32).astype(np.float64)
+    if prior.shape != (num_classes,):
+        raise DataError(f"{prior_path}: expected {num_classes} priors, got shape {prior.shape}")
+    if abs(prior.sum() - 1.0) > 1e-5:
+        raise DataError(f"{prior_path}: priors sum to {prior.sum():.6f}, not 1")
+    if proto_dim is not None and means.shape[1] != proto_dim:
+        raise DataError(
+            f"shipped prototypes have length {means.shape[1]} but the model expects {proto_dim} "
+            "(text width + audio + vision dims); use the encoder they were made with"
+        )
+    return Prototypes(means=means, prior=prior)

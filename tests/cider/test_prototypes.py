@@ -1,0 +1,147 @@
+"""Prototypes and priors: the shipped files (CIDER.md §7.1–7.3) and computed ones (§7.4)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from cider.prototypes import class_prototypes, load_shipped, sample_vectors, shipped_paths
+from mer_bench.adapters import get_adapter
+from mer_bench.errors import DataError
+from mer_bench.protocol import Task
+
+from .helpers import make_ctx, make_split
+
+ROOT = Path("/work/shared/reference/cider_npy")
+DIMS = {"mosi": 793, "mosei": 877}
+needs_files = pytest.mark.skipif(not ROOT.is_dir(), reason="reference .npy files not present")
+
+
+@needs_files
+@pytest.mark.parametrize("dataset", ["mosi", "mosei"])
+@pytest.mark.parametrize("distribution", ["iid", "ood"])
+@pytest.mark.parametrize("task,classes", [("binary", 3), ("seven", 7)])
+def test_shipped_files_load(dataset: str, distribution: str, task: str, classes: int) -> None:
+    protos = load_shipped(ROOT, dataset, distribution, "unaligned", task, classes)
+    assert protos.means.shape == (classes, DIMS[dataset])
+    assert protos.means.dtype == np.float64
+    assert abs(protos.prior.sum() - 1.0) < 1e-6
+    means, prior = protos.training_tensors(torch.device("cpu"))
+    assert means.dtype == prior.dtype == torch.float32
+    assert torch.equal(means, torch.as_tensor(protos.means).float())
+    ev, uniform = protos.evaluation_tensors(torch.device("cpu"))
+    assert torch.allclose(uniform, torch.full((classes,), 1 / classes))
+    assert torch.allclose(ev, means.mean(0, keepdim=True).expand(classes, -1), atol=1e-6)
+
+
+@needs_files
+@pytest.mark.parametrize("dataset", ["mosi", "mosei"])
+@pytest.mark.parametrize("alignment", ["aligned", "unaligned"])
+def test_iid_identity_binary_equals_seven(dataset: str, alignment: str) -> None:
+    """Σ_k π_k μ_k is the train mean for both tasks (§7.3)."""
+    mix = []
+    for task, c in (("binary", 3), ("seven", 7)):
+        p = load_shipped(ROOT, dataset, "iid", alignment, task, c)
+        mix.append(p.prior @ p.means)
+    scale = np.abs(mix[0]).max()
+    assert np.abs(mix[0] - mix[1]).max() <= 1e-6 * scale
+
+
+@needs_files
+def test_cross_dataset_files_and_float64_prior_cast() -> None:
+    paths, prior = shipped_paths(ROOT, "mosi", "cross", "aligned", "binary", 3)
+    assert prior.name == "[cross_dataset]mosi_train_binary.npy"
+    assert paths[2].name == "[cross_dataset]mosi_train_binary_aligned_2.npy"
+    assert np.load(prior).dtype == np.float64
+    protos = load_shipped(ROOT, "mosi", "cross", "aligned", "binary", 3)
+    assert protos.means.shape == (3, 964)
+    # The prior goes through float32, as the reference loader casts it.
+    assert np.array_equal(protos.prior, np.load(prior).astype(np.float32).astype(np.float64))
+    with pytest.raises(DataError):
+        load_shipped(ROOT, "mosi", "iid", "unaligned", "binary", 3, proto_dim=964)
+    with pytest.raises(DataError):
+        load_shipped(ROOT, "mosi", "cross", "unaligned", "binary", 3)  # no such files
+
+
+def test_computed_prototypes_are_class_means_with_padding_in_av_means() -> None:
+    split = make_split(12, n=8, audio_len=10, vision_len=9)
+    pooled = np.arange(12 * 4, dtype=np.float64).reshape(12, 4)
+    vectors = sample_vectors(pooled, split)
+    assert vectors.shape == (12, 4 + 5 + 7)
+    # Audio mean over all stored steps, padding zeros included.
+    assert np.allclose(vectors[3, 4:9], split.audio[3].sum(0) / 10)
+    labels = split.class_labels
+    protos = class_prototypes(vectors, labels, 3)
+    for k in range(3):
+        assert np.allclose(protos.means[k], vectors[labels == k].mean(0))
+    assert np.allclose(protos.prior, np.bincount(labels, minlength=3) / 12)
+
+
+def test_adapter_setup_computes_from_pretrained_encoder_and_checkpoint_roundtrip(tmp_path) -> None:
+    split = make_split(12, n=8, audio_len=10, vision_len=9)
+    opts = {"dataset": "synth", "distribution": "iid", "alignment": "unaligned"}
+    ctx = make_ctx(split, task=Task.SEVEN, options=opts)
+    ctx = type(ctx)(**{**ctx.__dict__, "cache_dir": tmp_path})
+    ad = get_adapter("cider")(ctx)
+    ad.setup(split)
+    assert (tmp_path / "cider_bias_synth_iid_unaligned_seven_20.npz").is_file()
+    bert = ad.model.text_model.model.eval()
+    tb = torch.as_tensor(split.text_bert)
+    with torch.no_grad():
+        hidden = bert(
+            input_ids=tb[:, 0], attention_mask=tb[:, 1].float(), token_type_ids=tb[:, 2]
+        ).last_hidden_state
+    mask = tb[:, 1].unsqueeze(-1).double()
+    pooled = ((hidden.double() * mask).sum(1) / mask.sum(1)).numpy()
+    labels = split.labels(Task.SEVEN)
+    expected = class_prototypes(sample_vectors(pooled, split), labels, 7)
+    assert np.allclose(ad.prototypes.means, expected.means, atol=1e-5)
+    assert np.allclose(ad.prototypes.prior, expected.prior)
+    state = ad.extra_state()
+    assert set(state) == {"prototypes", "prior", "bias_ids"}
+    other = get_adapter("cider")(make_ctx(split, task=Task.SEVEN))
+    other.load_checkpoint_state(ad.checkpoint_state())
+    assert np.array_equal(other.prototypes.means, ad.prototypes.means)
+    assert torch.equal(other.bias_ids, ad.bias_ids)
+
+
+@needs_files
+def test_adapter_uses_shipped_files(monkeypatch: pytest.MonkeyPatch) -> None:
+    import cider.adapter as mod
+    from mer_bench.text_encoder import build_text_encoder
+
+    # A BERT with the real hidden width (768) but a small vocabulary, to match the files.
+    monkeypatch.setattr(
+        mod,
+        "build_text_encoder",
+        lambda _path: build_text_encoder(
+            None,
+            hidden_size=768,
+            num_attention_heads=2,
+            num_hidden_layers=1,
+            intermediate_size=32,
+            vocab_size=2100,
+        ),
+    )
+    split = make_split(9, n=8, audio_len=10, vision_len=9, audio_dim=5, vision_dim=20)
+    opts = {
+        "dataset": "mosi",
+        "distribution": "iid",
+        "alignment": "unaligned",
+        "cider_prototypes": str(ROOT),
+    }
+    ad = get_adapter("cider")(make_ctx(split, options=opts))
+    ad.setup(split)
+    shipped = load_shipped(ROOT, "mosi", "iid", "unaligned", "binary", 3)
+    assert torch.equal(ad._train_protos[0], torch.as_tensor(shipped.means).float())
+    assert torch.equal(ad._train_protos[1], torch.as_tensor(shipped.prior).float())
+    # Evaluation: mean of the train prototypes for every stratum, uniform prior (fix of Q-4).
+    assert torch.allclose(ad._eval_protos[0][2], torch.as_tensor(shipped.means.mean(0)).float())
+    # The tiny default encoder (width 32) cannot use 768-wide text prototypes.
+    monkeypatch.undo()
+    tiny = get_adapter("cider")(make_ctx(split, options=opts))
+    with pytest.raises(DataError):
+        tiny.setup(split)
