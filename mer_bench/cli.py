@@ -19,7 +19,6 @@ PENDING = {
     "plot": "issue 'Reports' (significance-tested tables, degradation curves, leaderboards)",
     "table": "issue 'Reports' (significance-tested tables, degradation curves, leaderboards)",
     "leaderboard": "issue 'Reports' (significance-tested tables, degradation curves, leaderboards)",
-    "tune": "issue 'Hyperparameter tuning with Optuna'",
 }
 
 
@@ -52,14 +51,28 @@ def _parse_value(text: str) -> Any:
         return text
 
 
-def _overrides(sets: Sequence[str], params_file: str | None, models: Sequence[str]) -> dict:
-    """``--set [model.]key=value`` and ``--params FILE.json`` → per-model overrides."""
+def read_params_file(path: str) -> dict[str, Any]:
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"cannot read --params {path}: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"--params {path} must hold a JSON object")
+    return data
+
+
+def _overrides(
+    sets: Sequence[str],
+    params_file: str | None,
+    models: Sequence[str],
+    params_record: dict[str, Any] | None = None,
+) -> dict:
+    """``--set [model.]key=value`` and ``--params FILE.json`` (or a tune record) → overrides."""
     out: dict[str, dict[str, Any]] = {m: {} for m in models}
+    data = params_record if params_record is not None else None
     if params_file:
-        try:
-            data = json.loads(Path(params_file).read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise ConfigError(f"cannot read --params {params_file}: {exc}") from None
+        data = read_params_file(params_file)
+    if data is not None:
         model = data.get("model")
         params = data.get("params", data)
         targets = [model] if model in out else list(out)
@@ -69,9 +82,10 @@ def _overrides(sets: Sequence[str], params_file: str | None, models: Sequence[st
         key, sep, value = item.partition("=")
         if not sep:
             raise ConfigError(f"invalid --set {item!r}; expected [model.]key=value")
-        model, dot, name = key.partition(".")
+        # rpartition: model names may contain dots (``pkg.mod:Class.lr``).
+        model, dot, name = key.rpartition(".")
         targets = [model] if dot and model in out else list(out)
-        if dot and model not in out:
+        if not (dot and model in out):
             name = key
         for m in targets:
             out[m][name] = _parse_value(value)
@@ -410,6 +424,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("path")
     p.add_argument("--out", required=True)
     p.set_defaults(handler=cmd_import_checkpoint)
+
+    from mer_bench.tune_cli import add_tune_parser
+
+    add_tune_parser(sub)
 
     for name, where in PENDING.items():
         p = sub.add_parser(

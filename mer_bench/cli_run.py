@@ -9,6 +9,7 @@ import resource
 import sys
 import time
 from collections import defaultdict
+from pathlib import Path
 
 from mer_bench.errors import ConfigError
 from mer_bench.runner import Hooks, RunOptions, execute, plan
@@ -23,6 +24,22 @@ def _options(args: argparse.Namespace) -> RunOptions:
         raise ConfigError("--models needs at least one adapter name")
     if args.jobs < 1:
         raise ConfigError("--jobs must be >= 1")
+    record, source = None, None
+    if args.params and args.params_from_study:
+        raise ConfigError("use either --params or --params-from-study, not both")
+    if args.params:
+        from mer_bench.cli import read_params_file
+
+        source = {
+            "file": str(Path(args.params).resolve()),
+            **_provenance(read_params_file(args.params)),
+        }
+    if args.params_from_study:
+        from mer_bench.tune import default_storage, params_from_study
+
+        storage = args.study_storage or default_storage(args.out)
+        record = params_from_study(storage, args.params_from_study)
+        source = _provenance(record)
     options = {}
     if args.cider_prototypes:
         options["cider_prototypes"] = args.cider_prototypes
@@ -41,10 +58,17 @@ def _options(args: argparse.Namespace) -> RunOptions:
         jobs=args.jobs,
         executor=args.executor,
         ray_address=args.ray_address,
-        overrides=_overrides(args.set or [], args.params, models),
+        overrides=_overrides(args.set or [], args.params, models, record),
+        params_source=source,
         options=options,
         quiet=args.quiet,
     )
+
+
+def _provenance(record: dict) -> dict:
+    """Where tuned parameters came from (recorded with every setting they trained)."""
+    keys = ("model", "study", "storage", "trial", "value", "metric", "objective", "setting", "seed")
+    return {k: record[k] for k in keys if k in record}
 
 
 def run_main(args: argparse.Namespace) -> int:

@@ -67,6 +67,8 @@ class RunOptions:
     options: dict[str, Any] = field(default_factory=dict)
     """Adapter options (e.g. ``cider_prototypes``)."""
     quiet: bool = False
+    params_source: dict[str, Any] | None = None
+    """Provenance of tuned parameters (``--params`` file or ``--params-from-study``)."""
 
 
 @dataclass(frozen=True)
@@ -299,6 +301,7 @@ def setting_events(
                 history=[asdict(h) for h in result.history],
                 config_hash=r.config_hash,
                 device=str(device),
+                params_source=opts.params_source,
                 sample_ids=bundle.test.sample_ids.tolist(),
             ),
         )

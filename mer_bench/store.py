@@ -32,7 +32,7 @@ CREATE TABLE IF NOT EXISTS settings (
     alignment TEXT NOT NULL, task TEXT NOT NULL, seed INTEGER NOT NULL,
     best_epoch INTEGER, best_valid REAL, epochs INTEGER, train_seconds REAL,
     checkpoint TEXT, params TEXT, history TEXT, config_hash TEXT, device TEXT,
-    finished_at TEXT
+    finished_at TEXT, params_source TEXT
 );
 CREATE TABLE IF NOT EXISTS results (
     setting_id TEXT NOT NULL, cell_id TEXT NOT NULL, selection TEXT NOT NULL,
@@ -122,7 +122,7 @@ class ResultsStore:
     def setting_record(self, setting: TrainingSetting) -> dict | None:
         row = self._conn.execute(
             "SELECT best_epoch, best_valid, epochs, train_seconds, checkpoint, params, history,"
-            " config_hash, device FROM settings WHERE setting_id = ?",
+            " config_hash, device, params_source FROM settings WHERE setting_id = ?",
             (setting.id,),
         ).fetchone()
         if row is None:
@@ -137,10 +137,12 @@ class ResultsStore:
             "history",
             "config_hash",
             "device",
+            "params_source",
         )
         record = dict(zip(keys, row))
         record["params"] = json.loads(record["params"] or "{}")
         record["history"] = json.loads(record["history"] or "[]")
+        record["params_source"] = json.loads(record["params_source"] or "null")
         return record
 
     def record_setting(
@@ -156,11 +158,12 @@ class ResultsStore:
         history: list[dict],
         config_hash: str,
         device: str,
+        params_source: dict | None = None,
     ) -> None:
         d = setting.data
         with self.transaction() as cur:
             cur.execute(
-                "INSERT OR REPLACE INTO settings VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                "INSERT OR REPLACE INTO settings VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     setting.id,
                     setting.model,
@@ -179,6 +182,7 @@ class ResultsStore:
                     config_hash,
                     device,
                     _now(),
+                    json.dumps(params_source) if params_source else None,
                 ),
             )
 

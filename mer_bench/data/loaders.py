@@ -138,10 +138,17 @@ def candidate_paths(setting: DataSetting, root: Path) -> tuple[tuple[Path, ...],
     )
 
 
-def resolve_files(setting: DataSetting, root: Path) -> tuple[Path, Path]:
-    """(train/valid file, test file) of a setting; DataError naming every path tried if absent."""
+def resolve_files(setting: DataSetting, root: Path, *, need_test: bool = True) -> tuple[Path, Path]:
+    """(train/valid file, test file) of a setting; DataError naming every path tried if absent.
+
+    With ``need_test=False`` the test file is located but not required: a missing one is
+    returned as its first candidate path (for ``load_bundle(..., test=False)``).
+    """
     found: list[Path] = []
     for role, paths in zip(("train/valid", "test"), candidate_paths(setting, Path(root))):
+        if role == "test" and not need_test:
+            found.append(next((p for p in paths if p.is_file()), paths[0]))
+            continue
         hit = next((p for p in paths if p.is_file()), None)
         if hit is None:
             hint = (
@@ -275,11 +282,37 @@ def _as_aligned(split: Split, path: Path) -> Split:
     return replace(split, audio_lengths=lengths, vision_lengths=lengths)
 
 
-def load_bundle(setting: DataSetting, root: Path | str | None = None) -> DatasetBundle:
+class SealedSplit(Split):
+    """Stands in for a split that must not be read (the test split while tuning).
+
+    Every attribute read raises ``DataError``, so a code path that would touch the split fails
+    loudly instead of silently leaking its labels or features.
+    """
+
+    def __init__(self, name: str, reason: str) -> None:
+        object.__setattr__(self, "_sealed", (name, reason))
+
+    def __getattribute__(self, attr: str) -> object:
+        if attr in ("_sealed", "__class__", "__repr__", "__dict__"):
+            return object.__getattribute__(self, attr)
+        name, reason = object.__getattribute__(self, "_sealed")
+        raise DataError(f"the {name} split is sealed ({reason}); reading {attr!r} is refused")
+
+    def __repr__(self) -> str:
+        name, reason = object.__getattribute__(self, "_sealed")
+        return f"SealedSplit({name!r}, {reason!r})"
+
+
+def load_bundle(
+    setting: DataSetting, root: Path | str | None = None, *, test: bool = True
+) -> DatasetBundle:
     """Load a data setting's train/valid/test splits and the spec models are built for.
 
     Synthetic data without a root comes from ``mer_bench.data.synth.ensure_synth()`` (its cache
     folder); real data needs ``root`` or ``MER_BENCH_DATA``.
+
+    ``test=False`` (hyperparameter tuning) returns a bundle whose test split is a
+    ``SealedSplit``: any read raises, and a cross-dataset partner file is never opened.
     """
     layout = _layout(setting.dataset)
     if layout.synthetic and (root is None or str(root) == ""):
@@ -287,10 +320,22 @@ def load_bundle(setting: DataSetting, root: Path | str | None = None) -> Dataset
         base = Path(synth.ensure_synth())
     else:
         base = data_root(root)
-    train_path, test_path = resolve_files(setting, base)
+    train_path, test_path = resolve_files(setting, base, need_test=test)
     kind = setting.distribution
     splits = load_file(train_path, kind)
     train, valid = splits["train"], splits["valid"]
+    if not test:
+        aligned = setting.alignment is Alignment.ALIGNED
+        if aligned:
+            train, valid = _as_aligned(train, train_path), _as_aligned(valid, train_path)
+        return DatasetBundle(
+            setting=setting,
+            train=train,
+            valid=valid,
+            test=SealedSplit("test", "test=False: validation-only use"),
+            spec=_spec(setting, train, aligned),
+            sources={"train": train_path, "valid": train_path},
+        )
     if kind is Distribution.CROSS:
         n = train.text_bert.shape[2]
         test = load_file(test_path, kind)["test"]
@@ -302,7 +347,19 @@ def load_bundle(setting: DataSetting, root: Path | str | None = None) -> Dataset
     if aligned:
         train, valid = _as_aligned(train, train_path), _as_aligned(valid, train_path)
         test = _as_aligned(test, test_path)
-    spec = DataSpec(
+    return DatasetBundle(
+        setting=setting,
+        train=train,
+        valid=valid,
+        test=test,
+        spec=_spec(setting, train, aligned),
+        sources={"train": train_path, "valid": train_path, "test": test_path},
+    )
+
+
+def _spec(setting: DataSetting, train: Split, aligned: bool) -> DataSpec:
+    """The shapes a model is built for, taken from the training split."""
+    return DataSpec(
         text_len=train.text_bert.shape[2],
         audio_len=train.audio.shape[1],
         vision_len=train.vision.shape[1],
@@ -311,12 +368,4 @@ def load_bundle(setting: DataSetting, root: Path | str | None = None) -> Dataset
         text_feat_dim=None if train.text_feats is None else train.text_feats.shape[2],
         aligned=aligned,
         task=setting.task,
-    )
-    return DatasetBundle(
-        setting=setting,
-        train=train,
-        valid=valid,
-        test=test,
-        spec=spec,
-        sources={"train": train_path, "valid": train_path, "test": test_path},
     )
