@@ -9,17 +9,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
 from mer_bench.errors import ConfigError, MerBenchError
-
-PENDING = {
-    "plot": "issue 'Reports' (significance-tested tables, degradation curves, leaderboards)",
-    "table": "issue 'Reports' (significance-tested tables, degradation curves, leaderboards)",
-    "leaderboard": "issue 'Reports' (significance-tested tables, degradation curves, leaderboards)",
-}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -263,16 +257,6 @@ def cmd_check_adapter(args: argparse.Namespace) -> int:
     return run_conformance(args.target, text_encoder=args.text_encoder)
 
 
-def _pending(name: str) -> Callable[[argparse.Namespace], int]:
-    def handler(args: argparse.Namespace) -> int:
-        raise MerBenchError(
-            f"`{name}` is not implemented yet (planned in the {PENDING[name]}); "
-            "nothing was produced"
-        )
-
-    return handler
-
-
 # --------------------------------------------------------------------------- parser
 
 
@@ -425,18 +409,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.set_defaults(handler=cmd_import_checkpoint)
 
+    from mer_bench.report_cli import add_leaderboard_parser, add_plot_parser, add_table_parser
     from mer_bench.tune_cli import add_tune_parser
 
+    add_plot_parser(sub)
+    add_table_parser(sub)
+    add_leaderboard_parser(sub)
     add_tune_parser(sub)
 
-    for name, where in PENDING.items():
-        p = sub.add_parser(
-            name,
-            help=f"(not implemented yet: {where})",
-            description=f"Not implemented yet: planned in the {where}. Exits 2.",
-        )
-        p.add_argument("rest", nargs=argparse.REMAINDER)
-        p.set_defaults(handler=_pending(name))
     return parser
 
 

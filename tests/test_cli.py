@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mer_bench.cli import PENDING, main
+from mer_bench.cli import main
 from tests.conftest import MEANPOOL
 
 COMMANDS = [
@@ -32,17 +32,6 @@ def test_help_lists_every_command(capsys: pytest.CaptureFixture[str]) -> None:
     out = capsys.readouterr().out
     for command in COMMANDS:
         assert command in out
-
-
-@pytest.mark.parametrize("command", sorted(PENDING))
-def test_pending_commands_exit_2_with_one_error_line(
-    command: str, capsys: pytest.CaptureFixture[str]
-) -> None:
-    assert main([command]) == 2
-    captured = capsys.readouterr()
-    assert captured.out == ""
-    lines = captured.err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error:") and "not implemented yet" in lines[0]
 
 
 def test_protocols_prints_ids_then_count(capsys: pytest.CaptureFixture[str]) -> None:

@@ -1,0 +1,350 @@
+"""Leaderboards (``leaderboard``): one JSON per model × training setting, merged and rendered.
+
+Layout (RobustBench style): ``<root>/<dataset>/<distribution>-<alignment>-<task>/<model>.json``
+holding the protocol version, metrics at each rate and AUILC per mode (mean, sd, per-seed
+values), the seeds, the selection protocol, provenance and, where known, ``reported`` figures
+from the model's paper with their source. ``<root>/README.md`` and one ``README.md`` per setting
+are rendered from the files, ranked by AUILC.
+
+Merging never silently replaces a better-provenanced entry: see :func:`provenance_key`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from mer_bench.errors import DataError
+from mer_bench.metrics import mean_sd
+from mer_bench.protocol import PROTOCOL_VERSION, RATES, DataSetting, Mode, Task
+from mer_bench.report.data import PRIMARY, seed_auilc, select
+
+SCHEMA = "mer_bench.leaderboard/1"
+
+
+def model_slug(model: str) -> str:
+    """A file-system-safe file stem for a model name (``pkg.mod:Class`` → ``pkg.mod__Class``)."""
+    return re.sub(r"[^A-Za-z0-9_.-]", "__", model)
+
+
+def entry_path(root: Path, data: DataSetting, model: str) -> Path:
+    setting = f"{data.distribution.value}-{data.alignment.value}-{data.task.value}"
+    return root / data.dataset.value / setting / f"{model_slug(model)}.json"
+
+
+def _stat(values: Sequence[float]) -> dict:
+    mean, sd = mean_sd(values)
+    return {
+        "mean": _num(mean),
+        "sd": _num(sd),
+        "per_seed": [_num(v) for v in values],
+    }
+
+
+def _num(value: float) -> float | None:
+    return None if not math.isfinite(float(value)) else round(float(value), 6)
+
+
+def entry_from_rows(rows: pd.DataFrame, model: str, data: DataSetting) -> dict:
+    """The leaderboard entry of one model × data setting from its selected result rows."""
+    task = data.task
+    metrics = list(task.info.metrics)
+    seeds = sorted(int(s) for s in set(rows["seed"]))
+    modes: dict[str, dict] = {}
+    for mode in Mode:
+        rows_m = rows[rows["mode"] == mode.value].sort_values("seed")
+        if rows_m.empty:
+            continue
+        block: dict = {}
+        if mode.uses_rate:
+            block["rates"] = {
+                f"{r:.1f}": {m: _stat(part[m].to_numpy()) for m in metrics}
+                for r in RATES
+                for part in [rows_m[np.isclose(rows_m["rate"].astype(float), r)]]
+                if not part.empty
+            }
+            areas = {m: seed_auilc(rows_m, m) for m in task.info.curve_metrics}
+            block["auilc"] = {m: _stat(a.to_numpy()) for m, a in areas.items() if not a.empty}
+        else:
+            block["conditions"] = {
+                c: {m: _stat(part[m].to_numpy()) for m in metrics}
+                for c, part in rows_m.groupby("condition")
+            }
+        modes[mode.value] = block
+    versions = json.loads(rows["versions"].iloc[0] or "{}")
+    selections = sorted(set(rows["selection"]))
+    return {
+        "schema": SCHEMA,
+        "model": model,
+        "setting": {
+            "dataset": data.dataset.value,
+            "distribution": data.distribution.value,
+            "alignment": data.alignment.value,
+            "task": data.task.value,
+        },
+        "protocol_version": PROTOCOL_VERSION,
+        "selection": selections[0] if len(selections) == 1 else selections,
+        "seeds": seeds,
+        "modes": modes,
+        "provenance": {
+            "mer_bench": versions.get("mer_bench"),
+            "versions": versions,
+            "git_hash": str(rows["git_hash"].iloc[0]),
+            "hardware": {
+                "device": sorted(set(rows["device"].astype(str))),
+                "machine": platform.machine(),
+                "python": platform.python_version(),
+            },
+            "date": str(rows["finished_at"].max()),
+            "mask_rng": str(rows["mask_rng"].iloc[0]),
+            "n_cells": int(rows["cell_id"].nunique()),
+        },
+        "reported": [],
+    }
+
+
+def provenance_key(entry: dict) -> tuple:
+    """Ordering of evidence: current protocol, then more seeds, more cells, a known git hash,
+    an honest (non-oracle) selection, then the newer date. Reported-only files rank lowest."""
+    prov = entry.get("provenance") or {}
+    if not entry.get("modes"):
+        return (False, 0, 0, False, False, "")
+    selection = entry.get("selection")
+    return (
+        entry.get("protocol_version") == PROTOCOL_VERSION,
+        len(entry.get("seeds") or ()),
+        int(prov.get("n_cells") or 0),
+        prov.get("git_hash") not in (None, "", "unknown"),
+        selection != "test-oracle",
+        str(prov.get("date") or ""),
+    )
+
+
+@dataclass(frozen=True)
+class MergeOutcome:
+    path: Path
+    action: str
+    """``new``, ``updated`` or ``kept`` (the file on disk had better provenance)."""
+    reason: str
+
+
+def merge_entry(root: Path, entry: dict, *, force: bool = False) -> MergeOutcome:
+    """Write ``entry`` unless the file on disk has strictly better provenance (or ``force``).
+
+    ``reported`` figures already in the file are always carried over.
+    """
+    data = DataSetting.parse("/".join(entry["setting"][k] for k in _SETTING_KEYS))
+    path = entry_path(root, data, entry["model"])
+    old = read_entry(path) if path.is_file() else None
+    if old is not None:
+        entry = {**entry, "reported": old.get("reported") or entry.get("reported") or []}
+        if not force and provenance_key(old) > provenance_key(entry):
+            return MergeOutcome(
+                path, "kept", f"existing entry has better provenance {_describe(old)}"
+            )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(entry, indent=1, ensure_ascii=False) + "\n")
+    if old is None:
+        return MergeOutcome(path, "new", _describe(entry))
+    return MergeOutcome(path, "updated", f"{_describe(old)} -> {_describe(entry)}")
+
+
+_SETTING_KEYS = ("dataset", "distribution", "alignment", "task")
+
+
+def _describe(entry: dict) -> str:
+    prov = entry.get("provenance") or {}
+    if not entry.get("modes"):
+        return "(reported figures only)"
+    return (
+        f"({len(entry.get('seeds') or ())} seeds, {prov.get('n_cells', 0)} cells, "
+        f"selection {entry.get('selection')}, {prov.get('date', '?')})"
+    )
+
+
+def read_entry(path: Path) -> dict:
+    try:
+        entry = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise DataError(f"cannot read leaderboard file {path}: {exc}") from None
+    if not isinstance(entry, dict) or "model" not in entry or "setting" not in entry:
+        raise DataError(f"{path} is not a leaderboard entry (needs 'model' and 'setting')")
+    return entry
+
+
+def entries_from_frame(frame: pd.DataFrame, models: Sequence[str] = ()) -> list[dict]:
+    """One entry per (model, data setting) of the primary results."""
+    rows_all = select(frame, PRIMARY)
+    if models:
+        rows_all = rows_all[rows_all["model"].isin(models)]
+    out = []
+    for (model, data_id), rows in rows_all.groupby(["model", "data_id"]):
+        out.append(entry_from_rows(rows, str(model), DataSetting.parse(str(data_id))))
+    return out
+
+
+# --------------------------------------------------------------------------- reported figures
+
+
+def add_reported(root: Path, reported_file: Path) -> list[MergeOutcome]:
+    """Merge the published figures of ``reported_file`` into the entries' ``reported`` lists.
+
+    An existing file keeps its measured results; a reported figure with the same source is
+    replaced, others are appended.
+    """
+    try:
+        items = json.loads(reported_file.read_text())["reported"]
+    except (OSError, json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise DataError(f"cannot read reported figures from {reported_file}: {exc}") from None
+    outcomes = []
+    for item in items:
+        data = DataSetting.parse(item["setting"])
+        path = entry_path(root, data, item["model"])
+        entry = read_entry(path) if path.is_file() else _empty_entry(item["model"], data)
+        figures = {k: v for k, v in item.items() if k not in ("model", "setting")}
+        kept = [r for r in entry.get("reported", []) if r.get("source") != figures["source"]]
+        entry["reported"] = [*kept, figures]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(entry, indent=1, ensure_ascii=False) + "\n")
+        outcomes.append(MergeOutcome(path, "reported", figures["source"]))
+    return outcomes
+
+
+def _empty_entry(model: str, data: DataSetting) -> dict:
+    return {
+        "schema": SCHEMA,
+        "model": model,
+        "setting": dict(zip(_SETTING_KEYS, data.id.split("/"))),
+        "protocol_version": PROTOCOL_VERSION,
+        "selection": None,
+        "seeds": [],
+        "modes": {},
+        "provenance": None,
+        "reported": [],
+    }
+
+
+# --------------------------------------------------------------------------- rendering
+
+
+def load_entries(root: Path) -> list[dict]:
+    return [read_entry(p) for p in sorted(root.glob("*/*/*.json"))]
+
+
+def _fmt(stat: dict | None, metric: str) -> str:
+    if not stat or stat.get("mean") is None:
+        return "–"
+    scale, d = (1.0, 3) if metric in ("mae", "corr") else (100.0, 1)
+    text = f"{stat['mean'] * scale:.{d}f}"
+    if stat.get("sd") is not None:
+        text += f" ± {stat['sd'] * scale:.{d}f}"
+    return text
+
+
+def _rank_value(entry: dict, metric: str) -> float:
+    """Mean AUILC over the entry's rate-based modes (nan if none)."""
+    values = [
+        block["auilc"][metric]["mean"]
+        for block in entry.get("modes", {}).values()
+        if metric in block.get("auilc", {}) and block["auilc"][metric]["mean"] is not None
+    ]
+    return float(np.mean(values)) if values else math.nan
+
+
+def render_setting(entries: Sequence[dict], data: DataSetting) -> str:
+    """Markdown for one setting: measured entries ranked by AUILC, then reported figures."""
+    task: Task = data.task
+    metric = task.info.curve_metrics[0]
+    lower = metric == "mae"
+    measured = [e for e in entries if e.get("modes")]
+
+    def order(e: dict) -> tuple[int, float]:
+        v = _rank_value(e, metric)
+        return (1, 0.0) if math.isnan(v) else (0, v if lower else -v)
+
+    measured.sort(key=order)
+    modes = [m.value for m in Mode if m.uses_rate and any(m.value in e["modes"] for e in measured)]
+    lines = [f"## {data.id}", ""]
+    if measured:
+        lines += [
+            f"Ranked by AUILC of {metric} (mean over the rate-based modes); values mean ± sd "
+            "over seeds (ddof=1), %-scaled except MAE/Corr.",
+            "",
+            "| rank | model | mean AUILC | "
+            + " | ".join(f"AUILC {m}" for m in modes)
+            + f" | {metric} @ 0.0 | seeds | selection | date |",
+            "|---:|---|---:|" + "---:|" * len(modes) + "---:|---|---|---|",
+        ]
+        for i, e in enumerate(measured, 1):
+            rank_value = _rank_value(e, metric)
+            first_mode = next((e["modes"][m] for m in modes if m in e["modes"]), {})
+            clean = first_mode.get("rates", {}).get("0.0", {}).get(metric)
+            lines.append(
+                f"| {i} | {e['model']} | "
+                + _fmt({"mean": None if math.isnan(rank_value) else rank_value}, metric)
+                + " | "
+                + " | ".join(
+                    _fmt(e["modes"].get(m, {}).get("auilc", {}).get(metric), metric) for m in modes
+                )
+                + f" | {_fmt(clean, metric)} | {len(e['seeds'])} | {e['selection']} | "
+                + f"{(e.get('provenance') or {}).get('date', '')} |"
+            )
+        lines.append("")
+    reported = [(e["model"], r) for e in entries for r in e.get("reported", [])]
+    if reported:
+        names = sorted({k for _, r in reported for k in r.get("metrics", {})})
+        lines += [
+            "Reported figures (from the papers / reproductions named; complete data, no missing "
+            "modality; not produced by mer_bench):",
+            "",
+            "| model | " + " | ".join(names) + " | source |",
+            "|---|" + "---:|" * len(names) + "---|",
+        ]
+        for model, r in reported:
+            lines.append(
+                f"| {model} | "
+                + " | ".join(_fmt({"mean": r["metrics"].get(n)}, n) for n in names)
+                + f" | {r['source']} |"
+            )
+        lines.append("")
+    return "\n".join(lines)
+
+
+def render_all(root: Path) -> list[Path]:
+    """Write ``root/README.md`` and one ``README.md`` per setting; returns the files written."""
+    entries = load_entries(root)
+    by_setting: dict[str, list[dict]] = {}
+    for e in entries:
+        key = "/".join(e["setting"][k] for k in _SETTING_KEYS)
+        by_setting.setdefault(key, []).append(e)
+    written = []
+    sections = []
+    for key in sorted(by_setting):
+        data = DataSetting.parse(key)
+        text = render_setting(by_setting[key], data)
+        sections.append(text)
+        folder = entry_path(root, data, "x").parent
+        path = folder / "README.md"
+        path.write_text(
+            f"# Leaderboard: {data.id}\n\n(generated by `python -m mer_bench leaderboard`; "
+            "do not edit)\n\n" + text + "\n"
+        )
+        written.append(path)
+    head = (
+        "# mer_bench leaderboards\n\n"
+        "Generated by `python -m mer_bench leaderboard` from the JSON files in this folder "
+        "(one per model × training setting, `<dataset>/<distribution>-<alignment>-<task>/"
+        f"<model>.json`, protocol version {PROTOCOL_VERSION}). Do not edit by hand.\n\n"
+    )
+    index = root / "README.md"
+    index.write_text(head + "\n".join(sections) + "\n")
+    written.append(index)
+    return written

@@ -1,0 +1,228 @@
+"""``table``, ``plot`` and ``leaderboard``: argparse setup and handlers (wired in by cli.py)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from mer_bench.errors import ConfigError
+
+
+def _csv(text: str | None) -> tuple[str, ...]:
+    return tuple(t.strip() for t in (text or "").split(",") if t.strip())
+
+
+def _rates(text: str) -> tuple[float, ...]:
+    from mer_bench.protocol import canonical_rate
+
+    rates = tuple(canonical_rate(r) for r in _csv(text))
+    if not rates:
+        raise ConfigError("--rates needs at least one rate")
+    return rates
+
+
+def _positive(name: str, value: int) -> int:
+    if value < 1:
+        raise ConfigError(f"{name} must be >= 1; got {value}")
+    return value
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--results", default="results", help="results folder (default results)")
+    p.add_argument(
+        "--metric", default=None, help="metric(s), comma-separated (default: the task's curve ones)"
+    )
+    p.add_argument(
+        "--models", default=None, help="models to include, in this order (default: all, run order)"
+    )
+    p.add_argument(
+        "--selection",
+        default="primary",
+        help="primary (each run's headline, default), valid, default or test-oracle",
+    )
+
+
+# --------------------------------------------------------------------------- table
+
+
+def add_table_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        "table",
+        help="paper-style tables with paired significance tests against a baseline",
+        description="Rows = models, columns = rates (+ AUILC) per mode or SMM conditions; "
+        "mean ± sd over seeds; paired permutation tests vs --baseline on identical masks, "
+        "Holm-corrected over each table; Δ with 95%% CI; ASO with ≥ 3 seeds.",
+    )
+    _common(p)
+    p.add_argument("--format", default="md", choices=["md", "latex", "csv"])
+    p.add_argument("--out", default=None, help="write to FILE instead of stdout")
+    p.add_argument("--baseline", default=None, help="reference model (default: the first model)")
+    p.add_argument(
+        "--rates", default="0.0,0.3,0.5,0.7,1.0", help="rates shown as columns (AUILC uses all 11)"
+    )
+    p.add_argument("--alpha", type=float, default=0.05, help="family-wise α (default 0.05)")
+    p.add_argument("--resamples", type=int, default=9999, help="permutations per test")
+    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap draws per CI")
+    p.add_argument("--seed", type=int, default=0, help="seed of the resampling")
+    p.add_argument(
+        "--compare-tau",
+        action="store_true",
+        help="valid-selected vs test-oracle τ side by side (models with a τ knob)",
+    )
+    p.set_defaults(handler=cmd_table)
+    return p
+
+
+def cmd_table(args: argparse.Namespace) -> int:
+    from mer_bench.report.data import Predictions, load_frame
+    from mer_bench.report.tables import (
+        TableOptions,
+        build_tables,
+        build_tau_comparison,
+        render_csv,
+        render_latex,
+        render_markdown,
+        render_tau,
+    )
+    from mer_bench.store import ResultsStore
+
+    if not 0 < args.alpha < 1:
+        raise ConfigError(f"--alpha must be in (0, 1); got {args.alpha}")
+    opts = TableOptions(
+        metrics=_csv(args.metric),
+        baseline=args.baseline,
+        models=_csv(args.models),
+        rates=_rates(args.rates),
+        selection=args.selection,
+        alpha=args.alpha,
+        n_resamples=_positive("--resamples", args.resamples),
+        n_boot=_positive("--bootstrap", args.bootstrap),
+        seed=args.seed,
+    )
+    with ResultsStore(args.results, create=False) as store:
+        frame = load_frame(store)
+        preds = Predictions(store)
+        if args.compare_tau:
+            text = render_tau(build_tau_comparison(frame, preds, opts), args.format)
+        else:
+            tables = build_tables(frame, preds, opts)
+            render = {"md": render_markdown, "latex": render_latex, "csv": render_csv}
+            text = render[args.format](tables)
+    if args.out:
+        Path(args.out).write_text(text)
+        print(f"wrote {args.out}", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+# --------------------------------------------------------------------------- plot
+
+
+def add_plot_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        "plot",
+        help="degradation curves, SMM heatmaps, AUILC bars, critical-difference diagram",
+        description="Figures as PNG and PDF: metric vs missing rate per mode with 95%% paired "
+        "bootstrap bands, SMM heatmap, AUILC bars, CD diagram (≥ 3 models).",
+    )
+    _common(p)
+    p.add_argument("--out", default="figures", help="output folder (default figures)")
+    p.add_argument("--bootstrap", type=int, default=500, help="bootstrap draws per band point")
+    p.add_argument("--formats", default="png,pdf", help="file formats (default png,pdf)")
+    p.add_argument("--dpi", type=int, default=300, help="PNG resolution (default 300)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(handler=cmd_plot)
+    return p
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    from mer_bench.report.data import Predictions, load_frame
+    from mer_bench.report.plots import PlotOptions, make_plots
+    from mer_bench.store import ResultsStore
+
+    metrics = _csv(args.metric)
+    if len(metrics) > 1:
+        raise ConfigError("plot takes one --metric")
+    formats = _csv(args.formats)
+    bad = [f for f in formats if f not in ("png", "pdf", "svg")]
+    if bad or not formats:
+        raise ConfigError(f"invalid --formats {args.formats!r}; valid: png, pdf, svg")
+    opts = PlotOptions(
+        metric=metrics[0] if metrics else None,
+        models=_csv(args.models),
+        selection=args.selection,
+        n_boot=_positive("--bootstrap", args.bootstrap),
+        seed=args.seed,
+        formats=formats,
+        dpi=_positive("--dpi", args.dpi),
+    )
+    with ResultsStore(args.results, create=False) as store:
+        paths = make_plots(load_frame(store), Predictions(store), opts, Path(args.out))
+    for path in paths:
+        print(path)
+    print(f"wrote {len(paths)} files under {args.out}", file=sys.stderr)
+    return 0
+
+
+# --------------------------------------------------------------------------- leaderboard
+
+
+def add_leaderboard_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        "leaderboard",
+        help="merge results into leaderboards/ and render its Markdown tables",
+        description="One JSON per model × training setting under ROOT/<dataset>/"
+        "<distribution>-<alignment>-<task>/; an entry with better provenance is never "
+        "replaced without --force; renders ROOT/README.md ranked by AUILC.",
+    )
+    p.add_argument("--results", default="results", help="results folder (default results)")
+    p.add_argument(
+        "--root", default="leaderboards", help="leaderboard folder (default leaderboards)"
+    )
+    p.add_argument("--models", default=None, help="only these models (comma-separated)")
+    p.add_argument(
+        "--reported",
+        default=None,
+        help="JSON of published figures to attach (default ROOT/reported.json if present)",
+    )
+    p.add_argument(
+        "--render-only", action="store_true", help="only re-render the Markdown from the files"
+    )
+    p.add_argument(
+        "--force", action="store_true", help="replace entries even with worse provenance"
+    )
+    p.set_defaults(handler=cmd_leaderboard)
+    return p
+
+
+def cmd_leaderboard(args: argparse.Namespace) -> int:
+    from mer_bench.report.data import load_frame
+    from mer_bench.report.leaderboard import (
+        add_reported,
+        entries_from_frame,
+        merge_entry,
+        render_all,
+    )
+    from mer_bench.store import ResultsStore
+
+    root = Path(args.root)
+    root.mkdir(parents=True, exist_ok=True)
+    if not args.render_only:
+        with ResultsStore(args.results, create=False) as store:
+            entries = entries_from_frame(load_frame(store), _csv(args.models))
+        if not entries:
+            raise ConfigError(f"no results for models {args.models} in {args.results}")
+        for entry in entries:
+            outcome = merge_entry(root, entry, force=args.force)
+            print(f"{outcome.action}\t{outcome.path}\t{outcome.reason}")
+    reported = Path(args.reported) if args.reported else root / "reported.json"
+    if args.reported and not reported.is_file():
+        raise ConfigError(f"--reported {reported} does not exist")
+    if reported.is_file():
+        for outcome in add_reported(root, reported):
+            print(f"{outcome.action}\t{outcome.path}\t{outcome.reason}")
+    for path in render_all(root):
+        print(f"rendered\t{path}")
+    return 0

@@ -1,0 +1,261 @@
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mer_bench.errors import ConfigError
+from mer_bench.report.data import Predictions, load_frame
+from mer_bench.report.leaderboard import merge_entry, read_entry, render_all
+from mer_bench.report.tables import (
+    TableOptions,
+    build_tables,
+    build_tau_comparison,
+    render_csv,
+    render_latex,
+    render_markdown,
+    render_tau,
+)
+from mer_bench.report_cli import add_leaderboard_parser, add_plot_parser, add_table_parser
+from mer_bench.store import ResultsStore
+from tests.report.helpers import labels, predictions, write_store
+
+FAST = TableOptions(n_resamples=1999, n_boot=200)
+
+
+@pytest.fixture(scope="module")
+def store_dir(tmp_path_factory) -> Path:
+    return write_store(tmp_path_factory.mktemp("store"), oracle_model="knob")
+
+
+@pytest.fixture(scope="module")
+def tables(store_dir):
+    with ResultsStore(store_dir, create=False) as store:
+        return build_tables(
+            load_frame(store),
+            Predictions(store),
+            TableOptions(
+                metrics=("acc3",), models=("base", "good", "same"), n_resamples=1999, n_boot=200
+            ),
+        )
+
+
+def _cli(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser()
+    sub = parser.add_subparsers()
+    add_table_parser(sub)
+    add_plot_parser(sub)
+    add_leaderboard_parser(sub)
+    args = parser.parse_args(argv)
+    return args.handler(args)
+
+
+def test_table_marks_the_better_model_and_not_the_identical_one(tables) -> None:
+    (table,) = tables
+    assert table.baseline == "base" and table.models == ("base", "good", "same")
+    rmfm, smm = table.blocks
+    assert rmfm.columns == ("0.0", "0.3", "0.5", "0.7", "1.0", "AUILC")
+    assert smm.columns == ("T", "A", "V", "TA", "TV", "AV", "TAV")
+    assert table.n_comparisons == 2 * (6 + 7)
+    y = labels()
+    for col in ("0.0", "0.5", "AUILC"):
+        good = rmfm.entries[("good", col)]
+        same = rmfm.entries[("same", col)]
+        assert good.mark == 1 and good.comparison.diff > 0 and good.p_holm < 0.05
+        assert good.comparison.ci_low > 0
+        assert same.mark == 0 and same.comparison.p_value == 1.0 and same.comparison.diff == 0
+    # mean ± sd over seeds (ddof=1) of the stored accuracies at rate 0.0
+    accs = [np.mean(predictions("good", s, 0.05) == y) for s in (1111, 1112, 1113)]
+    entry = rmfm.entries[("good", "0.0")]
+    assert entry.mean == pytest.approx(np.mean(accs))
+    assert entry.sd == pytest.approx(np.std(accs, ddof=1))
+
+
+def test_markdown_footnote_and_markers(tables) -> None:
+    text = render_markdown(tables)
+    assert "good | " in text and "↑" in text and "↓" not in text.split("↑/↓")[0]
+    assert "paired permutation test" in text and "Holm-corrected" in text
+    assert "α = 0.05" in text and "26 comparisons" in text
+    assert "Δ [95% CI]" in text
+    same_row = next(line for line in text.splitlines() if line.startswith("| same |"))
+    assert "↑" not in same_row and "↓" not in same_row
+
+
+def test_latex_is_structurally_valid(tables) -> None:
+    tex = render_latex(tables)
+    for env in ("table", "tabular"):
+        assert tex.count(f"\\begin{{{env}}}") == tex.count(f"\\end{{{env}}}") >= 1
+    assert tex.count("{") == tex.count("}") + tex.count("\\{") - tex.count("\\}")
+    assert "\\toprule" in tex and "\\bottomrule" in tex and "\\textbf{" in tex
+    spec = re.search(r"\\begin\{tabular\}\{(l+r+)\}", tex).group(1)
+    main = tex.split("\\begin{tabular}")[1].split("\\end{tabular}")[0]
+    rows = [r for r in main.split("\\\\\n") if "&" in r]
+    assert rows and all(r.count("&") == len(spec) - 1 for r in rows)
+    assert "$^{\\uparrow}$" in tex and "\\_" not in "base"
+
+
+def test_csv_round_trips(tables) -> None:
+    frame = pd.read_csv(io.StringIO(render_csv(tables)))
+    good = frame[(frame["model"] == "good") & (frame["column"] == "AUILC")].iloc[0]
+    assert good["significant"] == "better" and good["ci_low"] > 0
+    assert set(frame["model"]) == {"base", "good", "same"}
+
+
+def test_oracle_caption_and_compare_tau(tmp_path) -> None:
+    folder = write_store(tmp_path, models=("base",), oracle_model="knob", oracle_primary=True)
+    with ResultsStore(folder, create=False) as store:
+        frame, preds = load_frame(store), Predictions(store)
+        (table,) = build_tables(
+            frame, preds, TableOptions(metrics=("acc3",), n_resamples=499, n_boot=100)
+        )
+        assert table.oracle == ("knob",) and "Test-oracle" in table.caption()
+        assert "Q-3" in render_markdown([table])
+        rows = build_tau_comparison(frame, preds, FAST)
+    assert {r.model for r in rows} == {"knob"}
+    row = next(r for r in rows if r.column == "AUILC")
+    assert row.metric == "non0_acc2" and row.optimism > 0 and row.ci_low > 0
+    assert "optimism" in render_tau(rows, "md")
+    csv = pd.read_csv(io.StringIO(render_tau(rows, "csv")))
+    assert (csv["optimism"] > 0).all()
+    assert "\\end{tabular}" in render_tau(rows, "latex")
+
+
+def test_cli_table_errors_and_outputs(store_dir, tmp_path, capsys) -> None:
+    with pytest.raises(ConfigError, match="nobody"):
+        _cli(["table", "--results", str(store_dir), "--baseline", "nobody"])
+    with pytest.raises(ConfigError, match="valid"):
+        _cli(["table", "--results", str(store_dir), "--metric", "acc7"])
+    out = tmp_path / "t.csv"
+    assert (
+        _cli(
+            [
+                "table",
+                "--results",
+                str(store_dir),
+                "--format",
+                "csv",
+                "--out",
+                str(out),
+                "--metric",
+                "acc3",
+                "--resamples",
+                "499",
+                "--bootstrap",
+                "100",
+                "--models",
+                "base,good",
+            ]
+        )
+        == 0
+    )
+    assert set(pd.read_csv(out)["model"]) == {"base", "good"}
+
+
+def test_plots_exist_and_parse(store_dir, tmp_path) -> None:
+    from matplotlib.image import imread
+
+    assert (
+        _cli(
+            [
+                "plot",
+                "--results",
+                str(store_dir),
+                "--out",
+                str(tmp_path),
+                "--bootstrap",
+                "50",
+                "--dpi",
+                "80",
+                "--models",
+                "base,good,same",
+            ]
+        )
+        == 0
+    )
+    names = {p.name for p in tmp_path.iterdir()}
+    stem = "synth_iid_aligned_binary_non0_acc2"
+    for kind in ("curves", "smm", "auilc"):
+        assert f"{kind}_{stem}.png" in names and f"{kind}_{stem}.pdf" in names
+    assert "cd_binary_non0_acc2.png" in names
+    for name in names:
+        path = tmp_path / name
+        if name.endswith(".png"):
+            image = imread(path)
+            assert image.shape[0] > 100 and image.shape[1] > 150 and image.std() > 0.01
+        else:
+            assert path.read_bytes()[:5] == b"%PDF-"
+
+
+def test_leaderboard_merge_keeps_better_provenance(tmp_path) -> None:
+    full = write_store(tmp_path / "full", models=("base", "good"))
+    few = write_store(tmp_path / "few", models=("base",), seeds=(1111,))
+    root = tmp_path / "boards"
+    reported = tmp_path / "reported.json"
+    reported.write_text(
+        json.dumps(
+            {
+                "reported": [
+                    {
+                        "model": "base",
+                        "setting": "synth/iid/aligned/binary",
+                        "source": "Paper X, Table 1",
+                        "metrics": {"non0_acc2": 0.9},
+                    }
+                ]
+            }
+        )
+    )
+    assert (
+        _cli(
+            [
+                "leaderboard",
+                "--results",
+                str(full),
+                "--root",
+                str(root),
+                "--reported",
+                str(reported),
+            ]
+        )
+        == 0
+    )
+    path = root / "synth" / "iid-aligned-binary" / "base.json"
+    entry = read_entry(path)
+    assert entry["seeds"] == [1111, 1112, 1113] and entry["protocol_version"] == "1.0"
+    assert entry["reported"][0]["source"] == "Paper X, Table 1"
+    assert entry["provenance"]["git_hash"] == "abc123"
+    auilc = entry["modes"]["RMFM"]["auilc"]["non0_acc2"]
+    assert len(auilc["per_seed"]) == 3 and auilc["sd"] is not None
+    assert set(entry["modes"]["SMM"]["conditions"]) == {"T", "A", "V", "TA", "TV", "AV", "TAV"}
+    # a one-seed run must not silently replace the three-seed entry
+    with ResultsStore(few, create=False) as store:
+        from mer_bench.report.leaderboard import entries_from_frame
+
+        (weaker,) = entries_from_frame(load_frame(store))
+    outcome = merge_entry(root, weaker)
+    assert outcome.action == "kept" and read_entry(path)["seeds"] == [1111, 1112, 1113]
+    outcome = merge_entry(root, weaker, force=True)
+    assert outcome.action == "updated" and read_entry(path)["seeds"] == [1111]
+    assert read_entry(path)["reported"][0]["source"] == "Paper X, Table 1"  # carried over
+    render_all(root)
+    text = (root / "README.md").read_text()
+    table = text[text.index("| rank |") :]
+    assert table.index("| 1 | good |") < table.index("| 2 | base |")
+    assert "Paper X, Table 1" in text
+    assert (root / "synth" / "iid-aligned-binary" / "README.md").is_file()
+
+
+def test_committed_reported_figures_parse() -> None:
+    data = json.loads((Path(__file__).parents[2] / "leaderboards" / "reported.json").read_text())
+    items = data["reported"]
+    assert {i["model"] for i in items} == {"mult", "self_mm"}
+    for item in items:
+        assert item["source"] and item["setting"].split("/")[0] in ("mosi", "mosei")
+        for name, value in item["metrics"].items():
+            assert 0 < value < 1 or name == "mae", (item["setting"], name, value)
