@@ -338,6 +338,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--params", default=None, help="JSON file of hyperparameters (e.g. from tune --export)"
     )
     p.add_argument(
+        "--params-from-study",
+        default=None,
+        metavar="STUDY",
+        help="use the best trial of a tune study (provenance is recorded)",
+    )
+    p.add_argument(
+        "--study-storage",
+        default=None,
+        metavar="URL",
+        help="Optuna storage of --params-from-study (default: OUT/tune.sqlite)",
+    )
+    p.add_argument(
         "--cider-prototypes",
         default=None,
         help="CIDer checkout folder with the shipped *_feats/*_probs .npy files",
