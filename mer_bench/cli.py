@@ -312,7 +312,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--executor", default="local", help="local (default) or ray")
     p.add_argument("--ray-address", default=None, help="address of an existing Ray cluster")
     p.add_argument(
-        "--jobs", type=int, default=1, help="worker processes for independent settings (local)"
+        "--jobs",
+        default="auto",
+        help="worker processes for independent settings (local executor); auto = one per CPU "
+        "core (at most 8) on CPU, 1 on CUDA",
     )
     p.add_argument(
         "--text-encoder",

@@ -22,8 +22,7 @@ def _options(args: argparse.Namespace) -> RunOptions:
     models = tuple(_csv(args.models))
     if not models:
         raise ConfigError("--models needs at least one adapter name")
-    if args.jobs < 1:
-        raise ConfigError("--jobs must be >= 1")
+    jobs = _jobs(args.jobs, args.device)
     record, source = None, None
     if args.params and args.params_from_study:
         raise ConfigError("use either --params or --params-from-study, not both")
@@ -55,7 +54,7 @@ def _options(args: argparse.Namespace) -> RunOptions:
         tau_selection=args.tau_selection,
         mask_rng=args.mask_rng,
         precision=args.precision,
-        jobs=args.jobs,
+        jobs=jobs,
         executor=args.executor,
         ray_address=args.ray_address,
         overrides=_overrides(args.set or [], args.params, models, record),
@@ -63,6 +62,25 @@ def _options(args: argparse.Namespace) -> RunOptions:
         options=options,
         quiet=args.quiet,
     )
+
+
+def _jobs(value: str, device: str) -> int:
+    """``--jobs``: an integer >= 1, or ``auto`` (one per core, capped, on CPU; 1 on CUDA)."""
+    if value == "auto":
+        import os
+
+        import torch
+
+        if device.startswith("cuda") or (device == "auto" and torch.cuda.is_available()):
+            return 1
+        return max(1, min(os.cpu_count() or 1, 8))
+    try:
+        jobs = int(value)
+    except ValueError:
+        raise ConfigError(f"invalid --jobs {value!r}; expected an integer >= 1 or auto") from None
+    if jobs < 1:
+        raise ConfigError("--jobs must be >= 1")
+    return jobs
 
 
 def _provenance(record: dict) -> dict:
@@ -88,7 +106,7 @@ def run_main(args: argparse.Namespace) -> int:
                 f"mer_bench run: {len(plans)} training settings, {n_cells} cells -> {opts.out}",
                 file=sys.stderr,
             )
-        outcomes = execute(plans, opts, _log_hooks(opts.quiet))
+        outcomes = execute(plans, opts, _log_hooks(opts.quiet, len(plans)))
     else:
         outcomes = _run_with_progress(plans, opts, n_cells)
     elapsed = time.perf_counter() - start
@@ -113,16 +131,24 @@ def run_main(args: argparse.Namespace) -> int:
     return 0
 
 
-def _log_hooks(quiet: bool) -> Hooks:
+def _log_hooks(quiet: bool, total: int) -> Hooks:
     if quiet:
         return Hooks()
-    state = {"n": 0}
+    done = {"n": 0}
 
-    def on_cells_planned(sid: str, n: int) -> None:
-        state["n"] += 1
-        print(f"[{state['n']}] {sid}: {n} cells to evaluate", file=sys.stderr, flush=True)
+    def on_setting_done(outcome) -> None:
+        done["n"] += 1
+        what = "trained and evaluated" if outcome.trained else "evaluated"
+        if not outcome.cells_done and not outcome.trained:
+            what = "already done"
+        print(
+            f"[{done['n']}/{total}] {outcome.setting_id}: {what}, {outcome.cells_done} cells "
+            f"({outcome.seconds:.1f} s)",
+            file=sys.stderr,
+            flush=True,
+        )
 
-    return Hooks(on_cells_planned=on_cells_planned)
+    return Hooks(on_setting_done=on_setting_done)
 
 
 def _run_with_progress(plans, opts: RunOptions, n_cells: int):
@@ -146,16 +172,10 @@ def _run_with_progress(plans, opts: RunOptions, n_cells: int):
         t_settings = progress.add_task("settings", total=len(plans))
         t_epochs = progress.add_task("epochs", total=1)
         t_cells = progress.add_task("cells", total=n_cells)
-        seen: set[str] = set()
         planned = {p.setting.id: len(p.cells) for p in plans}
 
         def on_cells_planned(sid: str, n: int) -> None:
-            # cells already done in an earlier run count as complete
-            if sid not in seen:
-                seen.add(sid)
-                progress.advance(t_cells, planned.get(sid, 0) - n)
-                if n == 0:
-                    progress.advance(t_settings)
+            progress.advance(t_cells, planned.get(sid, 0) - n)  # done in an earlier run
             progress.update(t_epochs, description=f"epochs {sid}", completed=0)
 
         def on_epoch(sid: str, epoch: int, max_epochs: int) -> None:
@@ -163,16 +183,25 @@ def _run_with_progress(plans, opts: RunOptions, n_cells: int):
 
         def on_cell(sid: str, cell_id: str) -> None:
             progress.advance(t_cells)
-            done = progress.tasks[t_cells].completed
-            del done
 
-        hooks = Hooks(on_epoch=on_epoch, on_cell=on_cell, on_cells_planned=on_cells_planned)
-        outcomes = []
-        for sp in plans:
-            outcomes.extend(execute([sp], opts, hooks))
-            if sp.setting.id in seen and planned[sp.setting.id]:
-                progress.advance(t_settings)
-        return outcomes
+        def on_setting_done(outcome) -> None:
+            progress.advance(t_settings)
+
+        def on_worker_setting_done(outcome) -> None:
+            # Worker processes report only when a whole setting is finished.
+            progress.advance(t_settings)
+            progress.advance(t_cells, planned.get(outcome.setting_id, 0))
+
+        if opts.jobs > 1 and len(plans) > 1:
+            progress.update(t_epochs, description=f"{opts.jobs} worker processes", total=1)
+            return execute(plans, opts, Hooks(on_setting_done=on_worker_setting_done))
+        hooks = Hooks(
+            on_epoch=on_epoch,
+            on_cell=on_cell,
+            on_cells_planned=on_cells_planned,
+            on_setting_done=on_setting_done,
+        )
+        return execute(plans, opts, hooks)
 
 
 def _print_summary(opts: RunOptions) -> None:

@@ -16,8 +16,9 @@ Models without knobs get one selection, ``none``.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -97,6 +98,38 @@ def predict_split(
     return {k: torch.cat(v).float().cpu().numpy() for k, v in collected.items()}
 
 
+class PredictionCache:
+    """Raw outputs keyed by (split, keep-mask digest): cells whose masks coincide exactly
+    (every mode at rate 0 and SMM[TAV]; RMFM, RMFM_same and RMM at rate 1) share one
+    inference pass. Valid only for one trained adapter (the runner makes one per setting)."""
+
+    def __init__(self) -> None:
+        self._outputs: dict[tuple[str, bytes], dict[str, np.ndarray]] = {}
+        self.hits = 0
+
+    @staticmethod
+    def digest(keep: KeepMasks) -> bytes:
+        h = hashlib.blake2b(digest_size=16)
+        for mask in (keep.text, keep.audio, keep.vision):
+            arr = mask.cpu().numpy().astype(bool)
+            h.update(str(arr.shape).encode())
+            h.update(np.packbits(arr).tobytes())
+        return h.digest()
+
+    def predict(
+        self,
+        split: str,
+        keep: KeepMasks,
+        compute: Callable[[], dict[str, np.ndarray]],
+    ) -> dict[str, np.ndarray]:
+        key = (split, self.digest(keep))
+        if key in self._outputs:
+            self.hits += 1
+        else:
+            self._outputs[key] = compute()
+        return self._outputs[key]
+
+
 def knob_candidates(adapter: Adapter) -> list[dict[str, float]]:
     """Every combination of the adapter's knob grid (``[{}]`` when it has none)."""
     grid = adapter.knob_grid
@@ -166,13 +199,20 @@ def evaluate_cell(
     mask_rng: str = "per-sample",
     tau_selection: str = SELECTION_VALID,
     precision: str = "fp32",
+    cache: PredictionCache | None = None,
 ) -> CellEvaluation:
     """Evaluate one cell on test; select knobs on validation under the same cell."""
     task = adapter.ctx.task
     labels = test.split.labels(task)
-    test_out = predict_split(
-        adapter, test, cell_keep(test, cell, seed, mask_rng), batch_size, device, precision
-    )
+    cache = cache or PredictionCache()
+
+    def outputs(name: str, data: SplitTensors) -> dict[str, np.ndarray]:
+        keep = cell_keep(data, cell, seed, mask_rng)
+        return cache.predict(
+            name, keep, lambda: predict_split(adapter, data, keep, batch_size, device, precision)
+        )
+
+    test_out = outputs("test", test)
     candidates = knob_candidates(adapter)
     if not adapter.knob_grid:
         knobs = candidates[0]
@@ -188,9 +228,7 @@ def evaluate_cell(
         test_scores.append(scores)
         test_table.append((knobs, compute_metrics(task, scores, labels)))
 
-    valid_out = predict_split(
-        adapter, valid, cell_keep(valid, cell, seed, mask_rng), batch_size, device, precision
-    )
+    valid_out = outputs("valid", valid)
     valid_labels = valid.split.labels(task)
     valid_table = [
         (knobs, score_metrics(adapter, valid_out, valid_labels, knobs)) for knobs in candidates

@@ -28,7 +28,7 @@ from mer_bench import __version__
 from mer_bench.adapters import Adapter, AdapterContext, get_adapter
 from mer_bench.batch import SplitTensors
 from mer_bench.errors import ConfigError, MerBenchError
-from mer_bench.evaluate import evaluate_cell
+from mer_bench.evaluate import PredictionCache, evaluate_cell
 from mer_bench.protocol import (
     PROTOCOL_VERSION,
     Cell,
@@ -197,6 +197,7 @@ class Hooks:
     on_epoch: Callable[[str, int, int], None] = lambda sid, epoch, max_epochs: None
     on_cell: Callable[[str, str], None] = lambda sid, cell_id: None
     on_cells_planned: Callable[[str, int], None] = lambda sid, n: None
+    on_setting_done: Callable[[SettingOutcome], None] = lambda outcome: None
 
 
 @dataclass
@@ -308,6 +309,7 @@ def setting_events(
     valid = SplitTensors(bundle.valid, setting.data.task)
     test = SplitTensors(bundle.test, setting.data.task)
     sample_index = np.arange(test.size, dtype=np.int64)
+    cache = PredictionCache()
     for cell in todo:
         t0 = time.perf_counter()
         ev = evaluate_cell(
@@ -321,6 +323,7 @@ def setting_events(
             mask_rng=opts.mask_rng,
             tau_selection=opts.tau_selection,
             precision=opts.precision,
+            cache=cache,
         )
         rows = [
             CellRow(
@@ -402,13 +405,17 @@ def run_setting(
     todo, state, chash = prepare(sp, opts, store)
     hooks.on_cells_planned(sp.setting.id, len(todo))
     if not todo:
-        return SettingOutcome(sp.setting.id, False, 0, 0.0)
+        outcome = SettingOutcome(sp.setting.id, False, 0, 0.0)
+        hooks.on_setting_done(outcome)
+        return outcome
     trained = False
     n_done = 0
     for event in setting_events(sp.setting, todo, opts, state, hooks):
         trained |= isinstance(event, Trained)
         n_done += persist(event, sp.setting, opts, store, chash)
-    return SettingOutcome(sp.setting.id, trained, n_done, time.perf_counter() - start)
+    outcome = SettingOutcome(sp.setting.id, trained, n_done, time.perf_counter() - start)
+    hooks.on_setting_done(outcome)
+    return outcome
 
 
 def _worker(sp: SettingPlan, opts: RunOptions) -> SettingOutcome:
@@ -434,7 +441,7 @@ def execute(
 def _execute_local(
     plans: Sequence[SettingPlan], opts: RunOptions, hooks: Hooks
 ) -> list[SettingOutcome]:
-    if opts.jobs <= 1:
+    if opts.jobs <= 1 or len(plans) <= 1:
         with ResultsStore(opts.out) as store:
             return [run_setting(sp, opts, store, hooks) for sp in plans]
     import multiprocessing as mp
@@ -447,7 +454,7 @@ def _execute_local(
         for fut in as_completed(futures):
             outcome = fut.result()
             outcomes.append(outcome)
-            hooks.on_cells_planned(outcome.setting_id, 0)
+            hooks.on_setting_done(outcome)
     return outcomes
 
 
@@ -491,6 +498,7 @@ def _execute_ray(
                 hooks.on_cells_planned(sp.setting.id, len(todo))
                 if not todo:
                     outcomes.append(SettingOutcome(sp.setting.id, False, 0, 0.0))
+                    hooks.on_setting_done(outcomes[-1])
                     continue
                 ref = remote.remote(sp.setting, todo, opts, state)
                 pending[ref] = (sp, chash, time.perf_counter())
@@ -506,6 +514,7 @@ def _execute_ray(
                 outcomes.append(
                     SettingOutcome(sp.setting.id, trained, n_done, time.perf_counter() - t0)
                 )
+                hooks.on_setting_done(outcomes[-1])
     finally:
         if started_here:
             ray.shutdown()

@@ -136,3 +136,20 @@ def test_test_oracle_primary_when_asked() -> None:
     )
     assert ev.primary == "test-oracle"
     assert set(ev.selections) == {"valid", "default", "test-oracle"}
+
+
+def test_cells_with_identical_masks_share_one_inference() -> None:
+    from mer_bench.evaluate import PredictionCache
+
+    bundle = _bundle()
+    adapter = _adapter(KnobbedOracle)
+    valid = SplitTensors(bundle.valid, Task.BINARY)
+    test = SplitTensors(bundle.test, Task.BINARY)
+    cache = PredictionCache()
+    kw = dict(seed=1, batch_size=16, device=torch.device("cpu"), cache=cache)
+    first = evaluate_cell(adapter, valid, test, Cell(DATA, Mode.RMFM, 0.0), **kw)
+    same = evaluate_cell(adapter, valid, test, Cell(DATA, Mode.SMM, None, "TAV"), **kw)
+    assert cache.hits == 2  # valid and test both reused
+    assert first.selections["valid"].metrics == same.selections["valid"].metrics
+    evaluate_cell(adapter, valid, test, Cell(DATA, Mode.RMFM, 0.5), **kw)
+    assert cache.hits == 2  # a different mask is computed afresh
