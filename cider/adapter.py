@@ -91,10 +91,10 @@ class CIDerAdapter(Adapter):
         },
         # Small and fast for the synthetic benchmark on CPU (tiny BERT comes from the context).
         "synth": {
-            "batch_size": 64,
+            "batch_size": 32,
             "max_epochs": 4,
             "patience": 2,
-            "lr": 3e-3,
+            "lr": 5e-3,
             "lr_bert": 1e-3,
             "weight_decay_bert": 1e-3,
             **_MODEL_DEFAULTS,

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cider.attention import CompressedAttention, MultimodalMultiheadAttention
+from mer_bench.text_encoder import TextModel
 
 MAX_POSITIONS = 1024
 
@@ -74,26 +75,6 @@ class CIDerOutput:
     text_recon: torch.Tensor | None = None
     audio_recon: torch.Tensor | None = None
     vision_recon: torch.Tensor | None = None
-
-
-class TextModel(nn.Module):
-    """Holds the BERT encoder as ``model`` so its keys are ``text_model.model.*``."""
-
-    def __init__(self, encoder: nn.Module) -> None:
-        super().__init__()
-        self.model = encoder
-
-    @property
-    def hidden_size(self) -> int:
-        return int(self.model.config.hidden_size)
-
-    def forward(
-        self, ids: torch.Tensor, mask: torch.Tensor, segments: torch.Tensor
-    ) -> torch.Tensor:
-        out = self.model(
-            input_ids=ids.long(), attention_mask=mask.float(), token_type_ids=segments.long()
-        )
-        return out.last_hidden_state
 
 
 class SinusoidalPositions(nn.Module):

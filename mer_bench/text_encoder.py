@@ -10,6 +10,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+from torch import nn
+
 from mer_bench.errors import ConfigError
 
 TINY_BERT = {
@@ -52,3 +55,24 @@ def build_text_encoder(path: str | Path | None, **tiny_overrides: int | float):
         return transformers.AutoModel.from_pretrained(str(folder), local_files_only=True)
     except (OSError, ValueError) as exc:
         raise ConfigError(f"cannot load text encoder from {folder}: {exc}") from None
+
+
+class TextModel(nn.Module):
+    """Holds a BERT-family encoder as ``model`` (so its state-dict keys are ``<attr>.model.*``,
+    as in the reference implementations) and returns its last hidden states (B, n, H)."""
+
+    def __init__(self, encoder: nn.Module) -> None:
+        super().__init__()
+        self.model = encoder
+
+    @property
+    def hidden_size(self) -> int:
+        return int(self.model.config.hidden_size)
+
+    def forward(
+        self, ids: torch.Tensor, mask: torch.Tensor, segments: torch.Tensor
+    ) -> torch.Tensor:
+        out = self.model(
+            input_ids=ids.long(), attention_mask=mask.float(), token_type_ids=segments.long()
+        )
+        return out.last_hidden_state

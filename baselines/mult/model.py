@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mer_bench.text_encoder import TextModel
+
 MODALITIES: tuple[str, ...] = ("l", "a", "v")
 """Text (language), audio, vision: the reference's order for concatenation and readout."""
 
@@ -309,20 +311,12 @@ class TransformerEncoder(nn.Module):
         return self.layer_norm(x)
 
 
-class BertTextEncoder(nn.Module):
+class BertTextEncoder(TextModel):
     """MMSA's wrapper: (B, 3, n) ids/mask/segments → (B, n, H) last hidden states."""
 
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    @property
-    def hidden_size(self) -> int:
-        return int(self.model.config.hidden_size)
-
-    def forward(self, text_bert: torch.Tensor) -> torch.Tensor:
-        ids, mask, segments = text_bert.long().unbind(dim=1)
-        return self.model(input_ids=ids, attention_mask=mask, token_type_ids=segments)[0]
+    def forward(self, text_bert: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        ids, mask, segments = text_bert.unbind(dim=1)
+        return super().forward(ids, mask, segments)
 
 
 class MulT(nn.Module):

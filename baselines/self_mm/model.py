@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
-from mer_bench.text_encoder import build_text_encoder
+from mer_bench.text_encoder import TextModel, build_text_encoder
 
 
 @dataclass(frozen=True)
@@ -48,25 +48,17 @@ class SelfMMConfig:
     for a unidirectional LSTM (no host sync; ~10× faster on CPU, where packed backward is slow)."""
 
 
-class BertTextEncoder(nn.Module):
+class BertTextEncoder(TextModel):
     """Fine-tuned BERT whose [CLS] vector (last layer, position 0) is the text representation."""
 
     def __init__(self, path: str | None) -> None:
-        super().__init__()
-        self.model = build_text_encoder(path)
-
-    @property
-    def hidden_size(self) -> int:
-        return int(self.model.config.hidden_size)
+        super().__init__(build_text_encoder(path))
 
     def forward(
         self, ids: torch.Tensor, mask: torch.Tensor, segments: torch.Tensor
     ) -> torch.Tensor:
-        hidden = self.model(
-            input_ids=ids, attention_mask=mask, token_type_ids=segments
-        ).last_hidden_state
         # §9 pitfall 1: the [CLS] position, not the pooler (which thus gets no gradient).
-        return hidden[:, 0]
+        return super().forward(ids, mask, segments)[:, 0]
 
 
 class AuViSubNet(nn.Module):

@@ -359,13 +359,4 @@ def load_bundle(
 
 def _spec(setting: DataSetting, train: Split, aligned: bool) -> DataSpec:
     """The shapes a model is built for, taken from the training split."""
-    return DataSpec(
-        text_len=train.text_bert.shape[2],
-        audio_len=train.audio.shape[1],
-        vision_len=train.vision.shape[1],
-        audio_dim=train.audio.shape[2],
-        vision_dim=train.vision.shape[2],
-        text_feat_dim=None if train.text_feats is None else train.text_feats.shape[2],
-        aligned=aligned,
-        task=setting.task,
-    )
+    return DataSpec.from_split(train, aligned, setting.task)

@@ -41,6 +41,20 @@ class DataSpec:
     def num_classes(self) -> int | None:
         return self.task.info.num_classes
 
+    @classmethod
+    def from_split(cls, split: Split, aligned: bool, task: Task) -> DataSpec:
+        """The shapes of a (training) split."""
+        return cls(
+            text_len=split.text_bert.shape[2],
+            audio_len=split.audio.shape[1],
+            vision_len=split.vision.shape[1],
+            audio_dim=split.audio.shape[2],
+            vision_dim=split.vision.shape[2],
+            text_feat_dim=None if split.text_feats is None else split.text_feats.shape[2],
+            aligned=aligned,
+            task=task,
+        )
+
 
 @dataclass
 class Split:

@@ -147,17 +147,7 @@ def make_split(
 
 
 def spec_of(split: Split, aligned: bool, task: Task) -> DataSpec:
-    assert split.text_feats is not None
-    return DataSpec(
-        text_len=split.text_bert.shape[2],
-        audio_len=split.audio.shape[1],
-        vision_len=split.vision.shape[1],
-        audio_dim=split.audio.shape[2],
-        vision_dim=split.vision.shape[2],
-        text_feat_dim=split.text_feats.shape[2],
-        aligned=aligned,
-        task=task,
-    )
+    return DataSpec.from_split(split, aligned, task)
 
 
 def full_batch(split: Split, task: Task) -> Batch:

@@ -60,7 +60,7 @@ def _as_reference(model: nn.Module, mods: dict) -> nn.Module:
     made: dict[str, type] = {}
     for module in clone.modules():
         cls = type(module)
-        if not cls.__module__.startswith("cider."):
+        if not cls.__module__.startswith(("cider.", "mer_bench.")):
             continue
         home = "modules.transformer" if cls.__name__ in TRANSFORMER_CLASSES else "src.models"
         name = "CIDERModel" if cls is CIDerModel else cls.__name__
