@@ -58,9 +58,18 @@ def test_installed_plugin_is_found_checked_and_runs(
     assert "42 passed, 0 failed" in checked.stdout  # 3 tasks × 2 alignments × 7 checks
 
     ran = _mer_bench(
-        "run", "--models", "meanpool", "--data-root", str(tiny_synth_root), "--seeds", "1",
-        "--protocol", "distribution=iid,alignment=aligned,task=binary,mode=RMFM,rate=0.0",
-        "--out", str(tmp_path), "--quiet",
+        "run",
+        "--models",
+        "meanpool",
+        "--data-root",
+        str(tiny_synth_root),
+        "--seeds",
+        "1",
+        "--protocol",
+        "distribution=iid,alignment=aligned,task=binary,mode=RMFM,rate=0.0",
+        "--out",
+        str(tmp_path),
+        "--quiet",
     )
     assert ran.returncode == 0, ran.stderr
     assert "1 training settings (1 trained now), 1 cells (1 evaluated now)" in ran.stdout
