@@ -112,11 +112,18 @@ def run_main(args: argparse.Namespace) -> int:
     elapsed = time.perf_counter() - start
     trained = sum(o.trained for o in outcomes)
     evaluated = sum(o.cells_done for o in outcomes)
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    # ru_maxrss is in KiB on Linux; worker processes count through RUSAGE_CHILDREN.
+    peak_mb = (
+        max(
+            resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+            resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss,
+        )
+        / 1024
+    )
     _print_summary(opts)
     print(
         f"\n{len(plans)} training settings ({trained} trained now), {n_cells} cells "
-        f"({evaluated} evaluated now) in {elapsed:.1f} s; peak memory {peak_mb:.0f} MB."
+        f"({evaluated} evaluated now) in {elapsed:.1f} s; peak memory per process {peak_mb:.0f} MB."
     )
     print(f"Results: {opts.out}/results.sqlite")
     print(

@@ -95,8 +95,8 @@ class SynthConfig:
 
     seed: int = 0
     n_train: int = 320
-    n_valid: int = 64
-    n_test: int = 128
+    n_valid: int = 48
+    n_test: int = 96
     pool_factor: float = 2.0
     """The pool that IID and OOD files draw from holds ``pool_factor`` × (train+valid+test)."""
 
@@ -154,8 +154,8 @@ class SynthConfig:
 
     # cross-dataset domains
     cross_n_train: int = 240
-    cross_n_valid: int = 48
-    cross_n_test: int = 96
+    cross_n_valid: int = 40
+    cross_n_test: int = 80
     cross_audio_dim: int = 25
     cross_vision_dim: int = 171
     cross_text_len: int = 44
