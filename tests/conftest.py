@@ -31,7 +31,7 @@ def tiny_synth_config():
 
     return SynthConfig(
         seed=7,
-        n_train=64,
+        n_train=128,
         n_valid=32,
         n_test=40,
         audio_len=125,
