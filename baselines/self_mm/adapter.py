@@ -128,8 +128,9 @@ _ORIG_MOSEI: dict[str, Any] = {
 _SYNTH: dict[str, Any] = {
     **_MMSA_MOSI,
     "batch_size": 32,
-    "max_epochs": 4,
-    "patience": 2,
+    # The classification heads sit on a plateau for ~5 epochs on synth before they move.
+    "max_epochs": 16,
+    "patience": 6,
     "lr": 3e-3,
     "update_epochs": 1,
     "learning_rate_bert": 1e-3,
