@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -72,8 +73,11 @@ def _overrides(
         targets = [model] if model in out else list(out)
         for m in targets:
             out[m].update({k: v for k, v in params.items() if k != "model"})
-    for item in sets:
-        key, sep, value = item.partition("=")
+    # ``--set a=1,b=2`` and repeated ``--set`` both work; a comma starts a new term only when
+    # a ``key=`` follows it, so JSON list values like ``[1,2]`` survive.
+    terms = [t for item in sets for t in re.split(r",(?=\s*[\w.:]+=)", item) if t.strip()]
+    for item in terms:
+        key, sep, value = item.strip().partition("=")
         if not sep:
             raise ConfigError(f"invalid --set {item!r}; expected [model.]key=value")
         # rpartition: model names may contain dots (``pkg.mod:Class.lr``).

@@ -10,6 +10,23 @@ ROOT = Path(__file__).resolve().parent.parent
 PLUGIN_DIR = ROOT / "tests" / "plugin_example"
 MEANPOOL = "mer_bench_example.adapter:MeanPoolAdapter"
 
+
+def _reference_dir() -> Path:
+    """The reference specs (shared/reference): beside the checkout (CI lays shared/ next to the
+    clone), else the workspace copy; ``MER_BENCH_REFERENCE`` overrides both."""
+    candidates = [
+        os.environ.get("MER_BENCH_REFERENCE"),
+        ROOT.parent / "shared" / "reference",
+        "/work/shared/reference",
+    ]
+    for candidate in filter(None, candidates):
+        if Path(candidate).is_dir():
+            return Path(candidate)
+    return ROOT.parent / "shared" / "reference"
+
+
+REFERENCE_DIR = _reference_dir()
+
 # The example plugin is importable by module path in every test (and in subprocesses through
 # PYTHONPATH); test_plugin.py also installs it for real to exercise the entry point.
 if str(PLUGIN_DIR) not in sys.path:

@@ -173,3 +173,42 @@ def test_check_adapter_passes_for_example_plugin(capsys: pytest.CaptureFixture[s
 def test_export_without_store_is_an_error(tmp_path: Path, capsys) -> None:
     assert main(["export", "--results", str(tmp_path / "none"), "--what", "metrics"]) == 2
     assert "no results store" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("model", "argv", "table"),
+    [
+        (
+            "cider",
+            ["--alignment", "unaligned", "--task", "binary"],
+            "cider_state_dict_mosi_unaligned_binary_L3.tsv",
+        ),
+        (
+            "self_mm",
+            ["--alignment", "unaligned", "--task", "regression"],
+            "selfmm_state_dict_mmsa_mosi_unaligned.tsv",
+        ),
+        (
+            "mult",
+            ["--alignment", "aligned", "--task", "regression"],
+            "mult_state_dict_mmsa_mosi_aligned.tsv",
+        ),
+    ],
+)
+def test_describe_state_dict_matches_reference_tables(
+    model: str, argv: list[str], table: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Without any data file or weights: DATA.md's MOSI dimensions and bert-base shapes."""
+    from tests.conftest import REFERENCE_DIR
+
+    assert main(["describe", model, "--dataset", "mosi", *argv, "--state-dict"]) == 0
+    assert capsys.readouterr().out == (REFERENCE_DIR / table).read_text()
+
+
+def test_describe_counts_and_set(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["describe", "cider", "--dataset", "mosi", "--alignment", "unaligned"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "non_bert_parameters\t276566" in out and "bert_parameters\t109482240" in out
+    assert main([*argv, "--task", "seven", "--set", "multimodal_layers=1,num_heads=2"]) == 0
+    assert "non_bert_state_entries\t117" in capsys.readouterr().out  # 71 + 32·1 + 2·7

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -26,10 +25,9 @@ from mer_bench.batch import Batch, SplitTensors
 from mer_bench.data.types import CLS_ID, SEP_ID, DataSpec, Split
 from mer_bench.errors import ConfigError
 from mer_bench.protocol import Task
+from tests.conftest import REFERENCE_DIR
 
-REFERENCE = Path("/work/shared/reference")
-if not REFERENCE.is_dir():
-    REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference"
+REFERENCE = REFERENCE_DIR
 
 HARNESS_KEYS = {"batch_size", "max_epochs", "patience", "lr"}
 NO_DROPOUT = {

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
@@ -12,10 +10,11 @@ from cider.prototypes import class_prototypes, load_shipped, sample_vectors, shi
 from mer_bench.adapters import get_adapter
 from mer_bench.errors import DataError
 from mer_bench.protocol import Task
+from tests.conftest import REFERENCE_DIR
 
 from .helpers import make_ctx, make_split
 
-ROOT = Path("/work/shared/reference/cider_npy")
+ROOT = REFERENCE_DIR / "cider_npy"
 DIMS = {"mosi": 793, "mosei": 877}
 needs_files = pytest.mark.skipif(not ROOT.is_dir(), reason="reference .npy files not present")
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -12,10 +11,11 @@ from torch import nn
 
 from cider.model import CIDerConfig, CIDerModel
 from mer_bench.protocol import Task
+from tests.conftest import REFERENCE_DIR
 
 from .helpers import make_ctx, make_split
 
-TSV = Path("/work/shared/reference/cider_state_dict_mosi_unaligned_binary_L3.tsv")
+TSV = REFERENCE_DIR / "cider_state_dict_mosi_unaligned_binary_L3.tsv"
 
 
 class StubBert(nn.Module):
