@@ -195,7 +195,8 @@ def cmd_describe(args: argparse.Namespace) -> int:
     else:
         spec = published_spec(setting)
     overrides = _overrides(args.set or [], None, [args.model])[args.model]
-    params = cls.resolve_params(preset_name(cls, setting.dataset), overrides)
+    preset = preset_name(cls, setting.dataset, args.preset)
+    params = cls.resolve_params(preset, overrides)
     from mer_bench.text_encoder import BERT_BASE_SHAPE
 
     encoder = args.text_encoder
@@ -219,7 +220,7 @@ def cmd_describe(args: argparse.Namespace) -> int:
         return 0
     print(f"model\t{cls.name}")
     print(f"setting\t{setting.id}")
-    print(f"preset\t{preset_name(cls, setting.dataset)}")
+    print(f"preset\t{preset}")
     print(f"non_bert_parameters\t{n_non_bert}")
     print(f"bert_parameters\t{n_bert}")
     print(f"non_bert_state_entries\t{len(non_bert)}")
@@ -345,6 +346,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--params", default=None, help="JSON file of hyperparameters (e.g. from tune --export)"
     )
     p.add_argument(
+        "--preset",
+        action="append",
+        metavar="[MODEL.]NAME",
+        help="hyperparameter preset (e.g. mult.paper); default: synth / the dataset's / default",
+    )
+    p.add_argument(
         "--params-from-study",
         default=None,
         metavar="STUDY",
@@ -419,6 +426,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", metavar="KEY=VALUE")
     p.add_argument("--text-encoder", default=None)
     p.add_argument("--state-dict", action="store_true", help="print the non-BERT state dict as TSV")
+    p.add_argument("--preset", default=None, help="preset name (default: the dataset's / default)")
     p.set_defaults(handler=cmd_describe)
 
     p = sub.add_parser(

@@ -59,6 +59,7 @@ def _options(args: argparse.Namespace) -> RunOptions:
         ray_address=args.ray_address,
         overrides=_overrides(args.set or [], args.params, models, record),
         params_source=source,
+        presets=_presets(args.preset or [], models),
         options=options,
         quiet=args.quiet,
     )
@@ -81,6 +82,17 @@ def _jobs(value: str, device: str) -> int:
     if jobs < 1:
         raise ConfigError("--jobs must be >= 1")
     return jobs
+
+
+def _presets(items: list[str], models: tuple[str, ...]) -> dict[str, str]:
+    """``--preset NAME`` (every model) or ``--preset MODEL.NAME``."""
+    chosen: dict[str, str] = {}
+    for item in items:
+        model, dot, name = item.rpartition(".")
+        targets = [model] if dot and model in models else list(models)
+        for m in targets:
+            chosen[m] = name if dot and model in models else item
+    return chosen
 
 
 def _provenance(record: dict) -> dict:

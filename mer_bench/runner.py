@@ -69,6 +69,8 @@ class RunOptions:
     quiet: bool = False
     params_source: dict[str, Any] | None = None
     """Provenance of tuned parameters (``--params`` file or ``--params-from-study``)."""
+    presets: dict[str, str] = field(default_factory=dict)
+    """Per-model preset chosen with ``--preset`` (default: by dataset)."""
 
 
 @dataclass(frozen=True)
@@ -113,8 +115,15 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def preset_name(cls: type[Adapter], dataset: Dataset) -> str:
-    """``synth`` for the synthetic dataset, else the dataset's own preset, else ``default``."""
+def preset_name(cls: type[Adapter], dataset: Dataset, chosen: str | None = None) -> str:
+    """``chosen`` if given (``--preset``), else ``synth`` for the synthetic dataset, else the
+    dataset's own preset, else ``default``."""
+    if chosen is not None:
+        if chosen not in cls.presets:
+            raise ConfigError(
+                f"adapter {cls.name!r} has no preset {chosen!r}; presets: {', '.join(cls.presets)}"
+            )
+        return chosen
     for name in (dataset.value, "default"):
         if name in cls.presets:
             return name
@@ -230,7 +239,8 @@ class Resolved:
 def resolve(setting: TrainingSetting, opts: RunOptions) -> Resolved:
     cls = get_adapter(setting.model)
     params = cls.resolve_params(
-        preset_name(cls, setting.data.dataset), opts.overrides.get(setting.model)
+        preset_name(cls, setting.data.dataset, opts.presets.get(setting.model)),
+        opts.overrides.get(setting.model),
     )
     return Resolved(cls, params, config_hash(setting, params, opts))
 

@@ -212,3 +212,11 @@ def test_describe_counts_and_set(capsys: pytest.CaptureFixture[str]) -> None:
     assert "non_bert_parameters\t276566" in out and "bert_parameters\t109482240" in out
     assert main([*argv, "--task", "seven", "--set", "multimodal_layers=1,num_heads=2"]) == 0
     assert "non_bert_state_entries\t117" in capsys.readouterr().out  # 71 + 32·1 + 2·7
+
+
+def test_preset_choice_and_unknown_preset(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["describe", "mult", "--dataset", "mosi", "--alignment", "aligned", "--task", "binary"]
+    assert main([*argv, "--preset", "paper"]) == 0
+    assert "preset\tpaper" in capsys.readouterr().out
+    assert main([*argv, "--preset", "nope"]) == 2
+    assert "has no preset 'nope'" in capsys.readouterr().err
