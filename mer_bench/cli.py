@@ -94,12 +94,12 @@ def _overrides(
 
 
 def cmd_protocols(args: argparse.Namespace) -> int:
-    from mer_bench.protocol import Dataset, Task, _parse_enum, select_cells
+    from mer_bench.protocol import Dataset, Task, parse_enum, select_cells
 
     datasets = (
-        [_parse_enum(Dataset, d, "dataset") for d in _csv(args.dataset)] if args.dataset else None
+        [parse_enum(Dataset, d, "dataset") for d in _csv(args.dataset)] if args.dataset else None
     )
-    tasks = [_parse_enum(Task, t, "task") for t in _csv(args.task)] if args.task else None
+    tasks = [parse_enum(Task, t, "task") for t in _csv(args.task)] if args.task else None
     cells = select_cells(args.selector, datasets, tasks)
     out = sys.stdout
     for cell in cells:
@@ -118,9 +118,9 @@ def cmd_adapters(args: argparse.Namespace) -> int:
 
 def cmd_data_check(args: argparse.Namespace) -> int:
     from mer_bench.data.check import check_file
-    from mer_bench.protocol import Distribution, _parse_enum
+    from mer_bench.protocol import Distribution, parse_enum
 
-    kind = _parse_enum(Distribution, args.kind, "kind") if args.kind else None
+    kind = parse_enum(Distribution, args.kind, "kind") if args.kind else None
     report = check_file(Path(args.path), kind)
     print(report.render())
     if not report.loadable:
@@ -149,16 +149,16 @@ def cmd_masks(args: argparse.Namespace) -> int:
         Distribution,
         Mode,
         Task,
-        _parse_enum,
+        parse_enum,
     )
 
     setting = DataSetting(
-        _parse_enum(Dataset, args.dataset, "dataset"),
-        _parse_enum(Distribution, args.distribution, "distribution"),
-        _parse_enum(Alignment, args.alignment, "alignment"),
-        _parse_enum(Task, args.task, "task"),
+        parse_enum(Dataset, args.dataset, "dataset"),
+        parse_enum(Distribution, args.distribution, "distribution"),
+        parse_enum(Alignment, args.alignment, "alignment"),
+        parse_enum(Task, args.task, "task"),
     )
-    mode = _parse_enum(Mode, args.mode, "mode")
+    mode = parse_enum(Mode, args.mode, "mode")
     cell = Cell(setting, mode, args.rate, args.condition)  # validates the combination
     bundle = load_bundle(setting, args.data_root)
     arrays = split_mask_arrays(
@@ -178,14 +178,14 @@ def cmd_masks(args: argparse.Namespace) -> int:
 def cmd_describe(args: argparse.Namespace) -> int:
     from mer_bench.adapters import AdapterContext, get_adapter
     from mer_bench.data.dims import published_spec
-    from mer_bench.protocol import Alignment, Dataset, DataSetting, Distribution, Task, _parse_enum
+    from mer_bench.protocol import Alignment, Dataset, DataSetting, Distribution, Task, parse_enum
     from mer_bench.runner import preset_name
 
     setting = DataSetting(
-        _parse_enum(Dataset, args.dataset, "dataset"),
-        _parse_enum(Distribution, args.distribution, "distribution"),
-        _parse_enum(Alignment, args.alignment, "alignment"),
-        _parse_enum(Task, args.task, "task"),
+        parse_enum(Dataset, args.dataset, "dataset"),
+        parse_enum(Distribution, args.distribution, "distribution"),
+        parse_enum(Alignment, args.alignment, "alignment"),
+        parse_enum(Task, args.task, "task"),
     )
     cls = get_adapter(args.model)
     if setting.dataset is Dataset.SYNTH:

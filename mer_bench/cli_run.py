@@ -17,7 +17,7 @@ from mer_bench.runner import Hooks, RunOptions, execute, plan
 
 def _options(args: argparse.Namespace) -> RunOptions:
     from mer_bench.cli import _csv, _overrides, _seeds
-    from mer_bench.protocol import Dataset, _parse_enum
+    from mer_bench.protocol import Dataset, parse_enum
 
     models = tuple(_csv(args.models))
     if not models:
@@ -45,7 +45,7 @@ def _options(args: argparse.Namespace) -> RunOptions:
     return RunOptions(
         models=models,
         selector=args.protocol,
-        dataset=_parse_enum(Dataset, args.dataset, "dataset"),
+        dataset=parse_enum(Dataset, args.dataset, "dataset"),
         data_root=args.data_root,
         seeds=_seeds(args.seeds),
         device=args.device,

@@ -169,10 +169,10 @@ class DataSetting:
                 f"invalid data setting {text!r}; expected dataset/distribution/alignment/task"
             )
         return cls(
-            _parse_enum(Dataset, parts[0], "dataset"),
-            _parse_enum(Distribution, parts[1], "distribution"),
-            _parse_enum(Alignment, parts[2], "alignment"),
-            _parse_enum(Task, parts[3], "task"),
+            parse_enum(Dataset, parts[0], "dataset"),
+            parse_enum(Distribution, parts[1], "distribution"),
+            parse_enum(Alignment, parts[2], "alignment"),
+            parse_enum(Task, parts[3], "task"),
         )
 
 
@@ -232,10 +232,10 @@ class Cell:
         mode_text, sep, rate_text = label.partition("@")
         if not sep:
             raise ProtocolError(f"invalid cell id {text!r}; expected …/MODE@RATE or …/SMM[KEPT]")
-        return cls(data, _parse_enum(Mode, mode_text, "mode"), canonical_rate(rate_text))
+        return cls(data, parse_enum(Mode, mode_text, "mode"), canonical_rate(rate_text))
 
 
-def _parse_enum(enum: type[Enum], text: str, axis: str) -> Enum:
+def parse_enum(enum: type[Enum], text: str, axis: str) -> Enum:
     for member in enum:
         if member.value.lower() == text.strip().lower():
             return member
@@ -355,7 +355,7 @@ def _canonical_value(axis: str, value: str) -> str:
         "mode": Mode,
     }
     if axis in enums:
-        return _parse_enum(enums[axis], value, axis).value
+        return parse_enum(enums[axis], value, axis).value
     if axis == "rate":
         return f"{canonical_rate(value):.1f}"
     return canonical_condition(value)

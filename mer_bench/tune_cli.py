@@ -97,7 +97,7 @@ def add_tune_parser(sub: Any) -> argparse.ArgumentParser:
 
 def _options(args: argparse.Namespace) -> Any:
     from mer_bench.cli import _csv
-    from mer_bench.protocol import RATES, Dataset, _parse_enum
+    from mer_bench.protocol import RATES, Dataset, parse_enum
     from mer_bench.tune import TuneOptions
 
     rates = RATES
@@ -110,7 +110,7 @@ def _options(args: argparse.Namespace) -> Any:
         model=args.model,
         setting=args.setting,
         trials=args.trials,
-        dataset=_parse_enum(Dataset, args.dataset, "dataset"),
+        dataset=parse_enum(Dataset, args.dataset, "dataset"),
         data_root=args.data_root,
         seed=args.seed,
         storage=args.storage,
