@@ -12,15 +12,15 @@ import math
 import sys
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
 
 from mer_bench.adapters import Adapter, AdapterContext, get_adapter
-from mer_bench.batch import Batch, SplitTensors
+from mer_bench.batch import Batch, KeepMasks, SplitTensors
 from mer_bench.data.types import CLS_ID, SEP_ID, DataSpec, Split
-from mer_bench.evaluate import cell_keep
+from mer_bench.evaluate import cell_keep, complete_view_keep
 from mer_bench.protocol import (
     Alignment,
     Cell,
@@ -123,14 +123,16 @@ def _scores(adapter: Adapter, batch: Batch) -> np.ndarray:
     return np.asarray(adapter.scores(out, knobs))
 
 
+def _view(data: SplitTensors, keep: KeepMasks, n: int) -> Batch:
+    """The first ``n`` samples under split-level keep-masks (as the harness evaluates)."""
+    idx = torch.arange(n)
+    return data.batch(idx).with_missing(
+        KeepMasks(keep.text[idx], keep.audio[idx], keep.vision[idx])
+    )
+
+
 def _complete(data: SplitTensors, n: int) -> Batch:
-    from mer_bench.evaluate import complete_view_keep
-
-    batch = data.batch(torch.arange(n))
-    keep = complete_view_keep(data)
-    from mer_bench.batch import KeepMasks
-
-    return batch.with_missing(KeepMasks(keep.text[:n], keep.audio[:n], keep.vision[:n]))
+    return _view(data, complete_view_keep(data), n)
 
 
 def _checks_for(
@@ -181,8 +183,6 @@ def _checks_for(
         adapter = state["a"]
         base_batch = _complete(data, 16)
         base = _scores(adapter, base_batch)
-        from dataclasses import replace
-
         changed = {
             "text": replace(
                 base_batch,
@@ -220,13 +220,7 @@ def _checks_for(
                 continue
             cell = Cell(setting, mode, None, "T") if mode is Mode.SMM else Cell(setting, mode, 0.5)
             keep = cell_keep(data, cell, seed=3, mask_rng="per-sample")
-            from mer_bench.batch import KeepMasks
-
-            idx = torch.arange(16)
-            batch = data.batch(idx).with_missing(
-                KeepMasks(keep.text[idx], keep.audio[idx], keep.vision[idx])
-            )
-            scores = _scores(adapter, batch)
+            scores = _scores(adapter, _view(data, keep, 16))
             if not np.isfinite(scores).all():
                 raise AssertionError(f"non-finite scores under {cell.label}")
             ran.append(mode.value)
