@@ -16,6 +16,7 @@ Models without knobs get one selection, ``none``.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import itertools
 from collections.abc import Callable, Mapping
@@ -67,6 +68,13 @@ def cell_keep(data: SplitTensors, cell: Cell, seed: int, mask_rng: str) -> KeepM
     )
 
 
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    """bf16 autocast on CUDA when asked; a no-op otherwise (CPU is the tested path)."""
+    if precision == "bf16" and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
 def predict_split(
     adapter: Adapter,
     data: SplitTensors,
@@ -76,8 +84,6 @@ def predict_split(
     precision: str = "fp32",
 ) -> dict[str, np.ndarray]:
     """Run ``adapter.predict`` over a split in order (unshuffled; CIDer Q-5 depends on it)."""
-    from mer_bench.train import autocast  # local: train imports this module
-
     adapter.model.eval()
     collected: dict[str, list[torch.Tensor]] = {}
     pin = device.type == "cuda"

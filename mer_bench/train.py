@@ -8,7 +8,6 @@ metric under the complete view, taken at the best post-hoc knob on validation (e
 
 from __future__ import annotations
 
-import contextlib
 import math
 import time
 from collections.abc import Callable, Iterator
@@ -19,7 +18,13 @@ import torch
 from mer_bench.adapters import Adapter
 from mer_bench.batch import SplitTensors
 from mer_bench.data.types import DatasetBundle
-from mer_bench.evaluate import complete_view_keep, knob_candidates, predict_split, score_metrics
+from mer_bench.evaluate import (
+    autocast,
+    complete_view_keep,
+    knob_candidates,
+    predict_split,
+    score_metrics,
+)
 
 
 @dataclass(frozen=True)
@@ -50,13 +55,6 @@ class FitResult:
     seconds: float
     state: dict[str, torch.Tensor]
     """Checkpoint state (CPU tensors) of the selected epoch; already loaded into the adapter."""
-
-
-def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
-    """bf16 autocast on CUDA when asked; a no-op otherwise (CPU is the tested path)."""
-    if precision == "bf16" and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
 
 
 def _train_batches(data: SplitTensors, cfg: FitConfig, generator: torch.Generator) -> Iterator:
