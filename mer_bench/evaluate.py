@@ -27,7 +27,7 @@ import torch
 
 from mer_bench.adapters import Adapter
 from mer_bench.batch import KeepMasks, SplitTensors
-from mer_bench.metrics import compute_metrics
+from mer_bench.metrics import LOWER_IS_BETTER, compute_metrics, select_knob
 from mer_bench.missing import split_keep_masks
 from mer_bench.protocol import Cell
 
@@ -173,24 +173,10 @@ class CellEvaluation:
     labels: np.ndarray
 
 
-LOWER_IS_BETTER = frozenset({"mae"})
-
-
-def _better(metric: str, a: float, b: float) -> bool:
-    if np.isnan(b):
-        return not np.isnan(a)
-    if np.isnan(a):
-        return False
-    return a < b if metric in LOWER_IS_BETTER else a > b
-
-
 def _best_knob(table: list[tuple[dict, dict[str, float]]], metric: str) -> int:
     """Index of the best candidate; ties keep the earliest (the grid starts at 'no adjustment')."""
-    best = 0
-    for i, (_, metrics) in enumerate(table):
-        if _better(metric, metrics[metric], table[best][1][metric]):
-            best = i
-    return best
+    by_index = {i: metrics for i, (_, metrics) in enumerate(table)}
+    return int(select_knob(by_index, metric, higher_is_better=metric not in LOWER_IS_BETTER))
 
 
 def evaluate_cell(
