@@ -1,10 +1,10 @@
 """mer_bench adapters for CIDer: ``cider`` (reference numerics) and ``cider_fixed``.
 
-Options read from ``ctx.options`` (the harness fills the first three):
+The typed data setting (``ctx.data``) keys the bias-word cache, selects the cross-dataset
+prototype encoders (distribution ``cross``, Q-17) and locates shipped prototype files.
 
-- ``dataset``, ``distribution``, ``alignment``: the data setting's axis values. They key the
-  bias-word cache, select the cross-dataset prototype encoders (``distribution == "cross"``,
-  Q-17) and locate shipped prototype files.
+Option read from ``ctx.options``:
+
 - ``cider_prototypes``: a directory laid out like the reference checkout
   (``{dataset}_feats/{iid|ood}/{task}/…_{k}.npy`` and ``{dataset}_probs/…``, CIDER.md §7.1);
   when given, the shipped *train* prototypes and prior are used instead of computing them.
@@ -38,6 +38,7 @@ from mer_bench.adapters import Adapter, AdapterContext, SearchDim, register_adap
 from mer_bench.batch import Batch
 from mer_bench.data.types import Split
 from mer_bench.errors import AdapterError, ConfigError
+from mer_bench.protocol import Distribution
 from mer_bench.text_encoder import build_text_encoder
 
 TAU_GRID: tuple[float, ...] = tuple(round(k / 10, 1) for k in range(31))
@@ -155,7 +156,7 @@ class CIDerAdapter(Adapter):
             vision_len=spec.vision_len,
             num_classes=num_classes,
             aligned=spec.aligned,
-            cross_dataset=self.ctx.options.get("distribution") == "cross",
+            cross_dataset=self.ctx.data.distribution is Distribution.CROSS,
             embed_dim=embed_dim,
             num_layers=int(p["multimodal_layers"]),
             num_heads=heads,
@@ -175,12 +176,9 @@ class CIDerAdapter(Adapter):
         return self.model
 
     # ------------------------------------------------------------------ setup
-    def _setting_key(self) -> tuple[str, str, str] | None:
-        opts = self.ctx.options
-        keys = ("dataset", "distribution", "alignment")
-        if not all(k in opts for k in keys):
-            return None
-        return tuple(str(opts[k]) for k in keys)  # type: ignore[return-value]
+    def _setting_key(self) -> tuple[str, str, str]:
+        data = self.ctx.data
+        return data.dataset.value, data.distribution.value, data.alignment.value
 
     def setup(self, train: Split) -> None:
         """Prototypes/prior (§7) and the bias-word dictionary (§8.1) from the training split."""
@@ -190,10 +188,6 @@ class CIDerAdapter(Adapter):
         key = self._setting_key()
         shipped = self.ctx.options.get("cider_prototypes")
         if shipped:
-            if key is None:
-                raise ConfigError(
-                    "cider_prototypes needs the options dataset, distribution and alignment"
-                )
             dataset, distribution, alignment = key
             protos = load_shipped(
                 Path(str(shipped)),
@@ -211,7 +205,7 @@ class CIDerAdapter(Adapter):
             protos = class_prototypes(sample_vectors(pooled, train), labels, num_classes)
         top_k = int(self.ctx.params["bias_thresh"])
         cache = None
-        if self.ctx.cache_dir is not None and key is not None:
+        if self.ctx.cache_dir is not None:
             cache = bias_cache_path(self.ctx.cache_dir, *key, task.value, top_k)
         words = load_or_build(cache, train.text_ids, labels, num_classes, top_k)
         self._install(protos, torch.as_tensor(words.ids, dtype=torch.int64))

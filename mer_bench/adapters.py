@@ -33,9 +33,10 @@ import torch
 from torch import nn
 
 from mer_bench.batch import Batch
+from mer_bench.corruption import TrainCorruption
 from mer_bench.data.types import DataSpec, Split
 from mer_bench.errors import AdapterError, ConfigError
-from mer_bench.protocol import Task
+from mer_bench.protocol import Alignment, Dataset, DataSetting, Distribution, Task
 
 ENTRY_POINT_GROUP = "mer_bench.adapters"
 
@@ -55,10 +56,13 @@ class SearchDim:
 
 @dataclass(frozen=True)
 class AdapterContext:
-    """Everything an adapter is built from. The harness fills it; adapters only read it."""
+    """Everything an adapter is built from. The harness fills it (through ``create``); adapters
+    only read it."""
 
+    data: DataSetting
+    """The data setting trained on: dataset, distribution, alignment and task, typed."""
     spec: DataSpec
-    task: Task
+    """Shapes of the loaded training files (lengths, feature widths)."""
     params: Mapping[str, Any]
     """Resolved hyperparameters: the adapter's preset overlaid with user overrides."""
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
@@ -68,7 +72,56 @@ class AdapterContext:
     cache_dir: Path | None = None
     """Per-setting cache folder (e.g. CIDer's bias-word dictionary)."""
     options: Mapping[str, Any] = field(default_factory=dict)
-    """Adapter-specific options from the CLI (e.g. ``cider_prototypes``)."""
+    """Free-form adapter options from the CLI (e.g. ``cider_prototypes``); never the setting."""
+
+    def __post_init__(self) -> None:
+        aligned = self.data.alignment is Alignment.ALIGNED
+        if self.spec.task is not self.data.task or self.spec.aligned != aligned:
+            raise AdapterError(
+                f"data spec (task {self.spec.task.value}, aligned={self.spec.aligned}) does not "
+                f"match the data setting {self.data.id}"
+            )
+
+    @property
+    def task(self) -> Task:
+        return self.data.task
+
+    @classmethod
+    def create(
+        cls,
+        spec: DataSpec,
+        params: Mapping[str, Any],
+        *,
+        data: DataSetting | None = None,
+        device: torch.device | str | None = None,
+        seed: int = 1111,
+        text_encoder: str | None = None,
+        out: Path | str | None = None,
+        options: Mapping[str, Any] | None = None,
+    ) -> AdapterContext:
+        """The one way the harness builds a context (runner, tune, conformance, describe).
+
+        ``data`` defaults to an IID synth setting of the spec's alignment and task (handy for
+        in-memory tests); ``out`` is the results folder whose ``cache/<setting>`` the adapter may
+        use.
+        """
+        if data is None:
+            data = DataSetting(
+                Dataset.SYNTH,
+                Distribution.IID,
+                Alignment.ALIGNED if spec.aligned else Alignment.UNALIGNED,
+                spec.task,
+            )
+        return cls(
+            data=data,
+            spec=spec,
+            params=params,
+            device=torch.device("cpu") if device is None else torch.device(device),
+            seed=seed,
+            text_encoder=text_encoder,
+            cache_dir=None if out is None else Path(out) / "cache" / data.id.replace("/", "__"),
+            options=dict(options or {}),
+        )
 
 
 class Adapter(ABC):
@@ -84,6 +137,10 @@ class Adapter(ABC):
     """Post-hoc knobs (name → candidate values) selected on validation per cell."""
     default_knobs: ClassVar[Mapping[str, float]] = {}
     """Knob values that mean "no post-hoc adjustment" (always recorded as well)."""
+    batch_coupled: ClassVar[bool] = False
+    """True when a sample's prediction legitimately depends on the other samples of its batch
+    (an original implementation's quirk reproduced on purpose); the conformance suite then skips
+    its batch-composition check and says why."""
 
     def __init__(self, ctx: AdapterContext) -> None:
         if ctx.task not in self.tasks:
@@ -102,10 +159,13 @@ class Adapter(ABC):
 
     @abstractmethod
     def train_step(self, batch: Batch, generator: torch.Generator) -> torch.Tensor:
-        """One training step on a complete-view batch (already on the device).
+        """One training step on a batch already on the device.
 
-        Apply any training-time augmentation, compute the loss, backpropagate and step the
-        optimiser(s). Return the loss as a detached scalar tensor (no host sync).
+        ``batch`` is the training view: complete, or corrupted by the harness under the training
+        corruption in force (``batch.keep`` set, ``batch.complete_view`` the uncorrupted batch).
+        Compute the loss, backpropagate and step the optimiser(s); ``generator`` (on the device)
+        serves any other randomness of the recipe. Return the loss as a detached scalar tensor
+        (no host sync).
         """
 
     @abstractmethod
@@ -123,6 +183,14 @@ class Adapter(ABC):
             [p for p in self.model.parameters() if p.requires_grad],
             lr=float(self.ctx.params.get("lr", 1e-3)),
         )
+
+    def training_corruption(self) -> TrainCorruption | None:
+        """The model's native training-time missing-data recipe (None: complete data).
+
+        The harness applies it: ``train_step`` receives the corrupted batch, with the complete
+        view in ``batch.complete_view``. Models never corrupt their own inputs.
+        """
+        return None
 
     def on_epoch_start(self, epoch: int) -> None:
         """Called before each training epoch (1-based)."""

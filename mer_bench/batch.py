@@ -67,6 +67,9 @@ class Batch:
     """(B, n, D_t) float32 precomputed text features of this view, if the data has them."""
     keep: KeepMasks | None = None
     """Keep-masks of this view; None for the complete view."""
+    complete: Batch | None = None
+    """The complete view this one was derived from (set by ``with_missing``); None when this
+    batch is itself complete."""
 
     @property
     def size(self) -> int:
@@ -75,6 +78,11 @@ class Batch:
     @property
     def text_lengths(self) -> torch.Tensor:
         return self.text_mask.sum(dim=1)
+
+    @property
+    def complete_view(self) -> Batch:
+        """The uncorrupted batch: reconstruction targets of restoration objectives come from it."""
+        return self if self.complete is None else self.complete
 
     @property
     def text_bert(self) -> torch.Tensor:
@@ -100,6 +108,7 @@ class Batch:
             audio=self.audio * keep.audio.unsqueeze(-1).to(self.audio.dtype),
             vision=self.vision * keep.vision.unsqueeze(-1).to(self.vision.dtype),
             keep=keep,
+            complete=self,
         )
 
     def to(self, device: torch.device | str, non_blocking: bool = False) -> Batch:
@@ -115,7 +124,7 @@ class Batch:
         pinned = {}
         for f in fields(self):
             value = getattr(self, f.name)
-            if isinstance(value, torch.Tensor):
+            if isinstance(value, (torch.Tensor, Batch)):
                 value = value.pin_memory()
             elif isinstance(value, KeepMasks):
                 value = KeepMasks(

@@ -202,7 +202,7 @@ def cmd_describe(args: argparse.Namespace) -> int:
     encoder = args.text_encoder
     if encoder is None and setting.dataset is not Dataset.SYNTH:
         encoder = BERT_BASE_SHAPE  # real data: shapes of bert-base-uncased, no weights needed
-    adapter = cls(AdapterContext(spec=spec, task=setting.task, params=params, text_encoder=encoder))
+    adapter = cls(AdapterContext.create(spec, params, data=setting, text_encoder=encoder))
     model = adapter.model
     bert_prefixes = getattr(adapter, "text_encoder_prefixes", ("text_model.", "text_encoder."))
     state = model.state_dict()

@@ -100,18 +100,7 @@ def _build(cls: type[Adapter], spec: DataSpec, task: Task, text_encoder: str | N
     preset = "synth" if "synth" in cls.presets else "default"
     params = cls.resolve_params(preset)
     torch.manual_seed(0)
-    ctx = AdapterContext(
-        spec=spec,
-        task=task,
-        params=params,
-        seed=0,
-        text_encoder=text_encoder,
-        options={
-            "dataset": "synth",
-            "distribution": "iid",
-            "alignment": "aligned" if spec.aligned else "unaligned",
-        },
-    )
+    ctx = AdapterContext.create(spec, params, seed=0, text_encoder=text_encoder)
     return cls(ctx)
 
 

@@ -43,11 +43,13 @@ from mer_bench.protocol import Mode, canonical_condition
 __all__ = [
     "MASK_RNGS",
     "cell_keep_masks",
+    "keep_by_rates",
     "keep_threshold",
     "sample_bits",
     "split_keep_masks",
     "split_mask_arrays",
     "training_keep_masks",
+    "training_uniforms",
     "write_masks_npz",
 ]
 
@@ -440,6 +442,51 @@ def training_keep_masks(
     index = torch.zeros(text_mask.shape[0], dtype=torch.int64, device=device)
     inp = _Inputs.build(index, text_mask, audio_mask, vision_mask)
     raw = _PerModality(coin[:, :n], coin[:, n : n + l_a], coin[:, n + l_a :])
+    return _finalize(raw, inp)
+
+
+def _training_key(seed: int, epoch: int, stream: _Stream) -> int:
+    """32-bit key of one (seed, epoch, stream) of training-time corruption (its own code space,
+    disjoint from the evaluation modes' keys)."""
+    s = seed & ((1 << 64) - 1)
+    key = 0
+    for part in (s & _M32, s >> 32, _TRAIN_CODE, epoch & _M32, int(stream)):
+        key = _mix32_int((key + part + _GOLDEN) & _M32)
+    return key
+
+
+_TRAIN_CODE = 0x21
+
+
+def training_uniforms(
+    seed: int, epoch: int, stream: int, index: torch.Tensor, length: int
+) -> torch.Tensor:
+    """(B, length) float64 uniforms in (0, 1), a pure function of (seed, epoch, stream,
+    index[b], position): the randomness of training-time corruption (``mer_bench.corruption``).
+
+    ``stream`` 1/2/3 = text/audio/vision positions, 4 = per-modality rates, 5 = per-modality
+    "stays complete" draws.
+    """
+    key = _training_key(seed, epoch, _Stream(stream))
+    idx = index.to(torch.int64)
+    rows = _mix32_(((idx & _M32) + (key + _GOLDEN)) & _M32)
+    rows = _mix32_((rows + (idx >> 32) + _GOLDEN) & _M32)
+    bits = _mix32_(rows.unsqueeze(1) ^ _position_keys(length, rows.device).unsqueeze(0))
+    return (bits.to(torch.float64) + 0.5) / _TWO32
+
+
+def keep_by_rates(
+    index: torch.Tensor,
+    text_mask: torch.Tensor,
+    audio_mask: torch.Tensor,
+    vision_mask: torch.Tensor,
+    rates: torch.Tensor,
+    uniforms: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+) -> KeepMasks:
+    """Keep-masks that drop each valid position of modality m of sample b when its uniform is
+    at most ``rates[b, m]`` (B, 3); [CLS]/[SEP] are kept and padding is never kept."""
+    inp = _Inputs.build(index, text_mask, audio_mask, vision_mask)
+    raw = _PerModality(*(u > rates[:, m : m + 1] for m, u in enumerate(uniforms)))
     return _finalize(raw, inp)
 
 

@@ -263,23 +263,16 @@ def setting_events(
     r = resolve(setting, opts)
     bundle = load_bundle(setting.data, opts.data_root)
     device = resolve_device(opts.device)
-    out = Path(opts.out)
-    options = {
-        "dataset": setting.data.dataset.value,
-        "distribution": setting.data.distribution.value,
-        "alignment": setting.data.alignment.value,
-        **opts.options,
-    }
     seed_everything(setting.seed)
-    ctx = AdapterContext(
-        spec=bundle.spec,
-        task=setting.data.task,
-        params=r.params,
+    ctx = AdapterContext.create(
+        bundle.spec,
+        r.params,
+        data=setting.data,
         device=device,
         seed=setting.seed,
         text_encoder=opts.text_encoder,
-        cache_dir=out / "cache" / setting.data.id.replace("/", "__"),
-        options=options,
+        out=opts.out,
+        options=opts.options,
     )
     adapter = r.cls(ctx)
     adapter.setup(bundle.train)

@@ -17,6 +17,7 @@ import torch
 
 from mer_bench.adapters import Adapter
 from mer_bench.batch import SplitTensors
+from mer_bench.corruption import TrainCorruption
 from mer_bench.data.types import DatasetBundle
 from mer_bench.evaluate import (
     autocast,
@@ -89,8 +90,15 @@ def fit(
     seed: int,
     cfg: FitConfig,
     on_epoch: Callable[[EpochRecord], None] | None = None,
+    corruption: TrainCorruption | None = None,
 ) -> FitResult:
-    """Train with early stopping on validation; leave the best state loaded in the adapter."""
+    """Train with early stopping on validation; leave the best state loaded in the adapter.
+
+    ``corruption`` is the training-time missing data applied to every batch (a pure function of
+    (seed, epoch, sample)); None uses the adapter's native recipe.
+    """
+    if corruption is None:
+        corruption = adapter.training_corruption() or TrainCorruption.none()
     task = adapter.ctx.task
     higher = task.info.higher_is_better
     train = SplitTensors(bundle.train, task)
@@ -111,7 +119,7 @@ def fit(
         losses = []
         with autocast(cfg.device, cfg.precision):
             for batch in _train_batches(train, cfg, shuffle_gen):
-                losses.append(adapter.train_step(batch, aug_gen))
+                losses.append(adapter.train_step(corruption.apply(batch, seed, epoch), aug_gen))
         adapter.on_epoch_end(epoch)
         # One host sync per epoch, not per step.
         train_loss = float(torch.stack([loss.float() for loss in losses]).mean()) if losses else 0.0

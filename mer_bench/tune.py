@@ -536,19 +536,14 @@ class Objective:
         """The adapter exactly as ``runner.setting_events`` builds it (same seed, same order)."""
         data = self.plan.data
         seed_everything(self.opts.seed)
-        ctx = AdapterContext(
-            spec=self.bundle.spec,
-            task=data.task,
-            params=params,
+        ctx = AdapterContext.create(
+            self.bundle.spec,
+            params,
+            data=data,
             device=self.device,
             seed=self.opts.seed,
             text_encoder=self.opts.text_encoder,
-            cache_dir=Path(self.opts.out) / "cache" / data.id.replace("/", "__"),
-            options={
-                "dataset": data.dataset.value,
-                "distribution": data.distribution.value,
-                "alignment": data.alignment.value,
-            },
+            out=self.opts.out,
         )
         adapter = self.plan.cls(ctx)
         adapter.setup(self.bundle.train)

@@ -220,3 +220,22 @@ def test_preset_choice_and_unknown_preset(capsys: pytest.CaptureFixture[str]) ->
     assert "preset\tpaper" in capsys.readouterr().out
     assert main([*argv, "--preset", "nope"]) == 2
     assert "has no preset 'nope'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("dataset", ["mosi", "mosei"])
+def test_describe_uses_the_typed_setting_for_cross_dataset_layouts(
+    dataset: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Cross-dataset CIDer has LayerNorm-interleaved A/V prototype encoders (indices 0/3/6)."""
+    argv = ["describe", "cider", "--dataset", dataset, "--alignment", "aligned", "--task"]
+    assert main([*argv, "binary", "--distribution", "cross", "--state-dict"]) == 0
+    cross = capsys.readouterr().out
+    for key in ("cls_encoders_a.3.weight", "cls_encoders_a.6.weight", "cls_encoders_v.3.weight"):
+        assert key in cross
+    assert "cls_encoders_a.2.weight" not in cross and "cls_encoders_a.4.weight" not in cross
+    assert main([*argv, "binary", "--distribution", "iid", "--state-dict"]) == 0
+    iid = capsys.readouterr().out
+    assert "cls_encoders_a.4.weight" in iid and "cls_encoders_a.3.weight" not in iid
+    if dataset == "mosi":
+        assert main([*argv, "binary", "--distribution", "cross"]) == 0
+        assert "non_bert_parameters\t252488" in capsys.readouterr().out

@@ -83,7 +83,7 @@ def _bundle() -> DatasetBundle:
 
 
 def _adapter(cls: type[Adapter]) -> Adapter:
-    return cls(AdapterContext(spec=SPEC, task=Task.BINARY, params=cls.resolve_params("default")))
+    return cls(AdapterContext.create(SPEC, cls.resolve_params("default")))
 
 
 def test_fit_selects_best_validation_epoch_and_restores_it() -> None:

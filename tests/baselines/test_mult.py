@@ -74,7 +74,7 @@ def make_adapter(
 ) -> MulTAdapter:
     task = task or spec.task
     params = MulTAdapter.resolve_params(preset, overrides)
-    return MulTAdapter(AdapterContext(spec=spec, task=task, params=params))
+    return MulTAdapter(AdapterContext.create(spec, params))
 
 
 def listing(model: torch.nn.Module, skip_prefix: str = "text_model.") -> list[tuple[str, str, str]]:

@@ -155,9 +155,7 @@ def make_adapter(
     split = split if split is not None else make_split(aligned=aligned)
     params = SelfMMAdapter.resolve_params(preset, overrides)
     torch.manual_seed(seed)
-    ctx = AdapterContext(
-        spec=make_spec(task, split, aligned), task=task, params=params, text_encoder=text_encoder
-    )
+    ctx = AdapterContext.create(make_spec(task, split, aligned), params, text_encoder=text_encoder)
     return SelfMMAdapter(ctx), split
 
 

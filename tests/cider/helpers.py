@@ -10,7 +10,7 @@ import torch
 from mer_bench.adapters import AdapterContext
 from mer_bench.batch import Batch, SplitTensors
 from mer_bench.data.types import CLS_ID, SEP_ID, DataSpec, Split
-from mer_bench.protocol import Task
+from mer_bench.protocol import Alignment, Dataset, DataSetting, Distribution, Task
 
 
 def make_split(
@@ -71,18 +71,18 @@ def make_ctx(
     preset: str = "synth",
     adapter: str = "cider",
     options: dict[str, Any] | None = None,
+    dataset: Dataset = Dataset.SYNTH,
+    distribution: Distribution = Distribution.IID,
     **overrides: Any,
 ) -> AdapterContext:
     from mer_bench.adapters import get_adapter
 
     cls = get_adapter(adapter)
     params = cls.resolve_params(preset, overrides)
-    return AdapterContext(
-        spec=spec_of(split, aligned, task),
-        task=task,
-        params=params,
-        options=options or {},
+    data = DataSetting(
+        dataset, distribution, Alignment.ALIGNED if aligned else Alignment.UNALIGNED, task
     )
+    return AdapterContext.create(spec_of(split, aligned, task), params, data=data, options=options)
 
 
 def full_batch(split: Split, task: Task = Task.BINARY) -> Batch:

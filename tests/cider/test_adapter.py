@@ -11,7 +11,7 @@ from cider.bias_words import counterfactual_ids
 from mer_bench.adapters import get_adapter
 from mer_bench.batch import KeepMasks
 from mer_bench.errors import AdapterError
-from mer_bench.protocol import Task
+from mer_bench.protocol import Distribution, Task
 
 from .helpers import full_batch, make_ctx, make_split
 
@@ -95,7 +95,7 @@ def test_requires_setup_and_rejects_regression() -> None:
 
 def test_cross_distribution_builds_layernorm_encoders() -> None:
     split = make_split(6, n=8, aligned=True)
-    ad = get_adapter("cider")(make_ctx(split, aligned=True, options={"distribution": "cross"}))
+    ad = get_adapter("cider")(make_ctx(split, aligned=True, distribution=Distribution.CROSS))
     keys = ad.model.state_dict()
     assert "cls_encoders_a.3.weight" in keys and "cls_encoders_a.2.weight" not in keys
     assert "cls_encoders_l.2.weight" in keys

@@ -9,7 +9,7 @@ import torch
 from cider.prototypes import class_prototypes, load_shipped, sample_vectors, shipped_paths
 from mer_bench.adapters import get_adapter
 from mer_bench.errors import DataError
-from mer_bench.protocol import Task
+from mer_bench.protocol import Dataset, Task
 from tests.conftest import REFERENCE_DIR
 
 from .helpers import make_ctx, make_split
@@ -81,8 +81,7 @@ def test_computed_prototypes_are_class_means_with_padding_in_av_means() -> None:
 
 def test_adapter_setup_computes_from_pretrained_encoder_and_checkpoint_roundtrip(tmp_path) -> None:
     split = make_split(12, n=8, audio_len=10, vision_len=9)
-    opts = {"dataset": "synth", "distribution": "iid", "alignment": "unaligned"}
-    ctx = make_ctx(split, task=Task.SEVEN, options=opts)
+    ctx = make_ctx(split, task=Task.SEVEN)
     ctx = type(ctx)(**{**ctx.__dict__, "cache_dir": tmp_path})
     ad = get_adapter("cider")(ctx)
     ad.setup(split)
@@ -126,13 +125,8 @@ def test_adapter_uses_shipped_files(monkeypatch: pytest.MonkeyPatch) -> None:
         ),
     )
     split = make_split(9, n=8, audio_len=10, vision_len=9, audio_dim=5, vision_dim=20)
-    opts = {
-        "dataset": "mosi",
-        "distribution": "iid",
-        "alignment": "unaligned",
-        "cider_prototypes": str(ROOT),
-    }
-    ad = get_adapter("cider")(make_ctx(split, options=opts))
+    opts = {"cider_prototypes": str(ROOT)}
+    ad = get_adapter("cider")(make_ctx(split, options=opts, dataset=Dataset.MOSI))
     ad.setup(split)
     shipped = load_shipped(ROOT, "mosi", "iid", "unaligned", "binary", 3)
     assert torch.equal(ad._train_protos[0], torch.as_tensor(shipped.means).float())
@@ -141,6 +135,6 @@ def test_adapter_uses_shipped_files(monkeypatch: pytest.MonkeyPatch) -> None:
     assert torch.allclose(ad._eval_protos[0][2], torch.as_tensor(shipped.means.mean(0)).float())
     # The tiny default encoder (width 32) cannot use 768-wide text prototypes.
     monkeypatch.undo()
-    tiny = get_adapter("cider")(make_ctx(split, options=opts))
+    tiny = get_adapter("cider")(make_ctx(split, options=opts, dataset=Dataset.MOSI))
     with pytest.raises(DataError):
         tiny.setup(split)
