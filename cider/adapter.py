@@ -35,7 +35,8 @@ from cider.prototypes import (
     sample_vectors,
 )
 from mer_bench.adapters import Adapter, AdapterContext, SearchDim, register_adapter
-from mer_bench.batch import Batch
+from mer_bench.batch import Batch, KeepMasks
+from mer_bench.corruption import CorruptionKind, TrainCorruption
 from mer_bench.data.types import Split
 from mer_bench.errors import AdapterError, ConfigError
 from mer_bench.protocol import Distribution
@@ -274,25 +275,35 @@ class CIDerAdapter(Adapter):
             pe_index=pe_index,
         )
 
+    def training_corruption(self) -> TrainCorruption:
+        """CIDer's training RMFM: the reference draws a per-position rate and a per-position
+        uniform, which collapses to dropping each valid position with probability 1/2 (Q-8);
+        [CLS]/[SEP] are kept."""
+        return TrainCorruption(CorruptionKind.RATE, rate=0.5)
+
     def train_step(self, batch: Batch, generator: torch.Generator) -> torch.Tensor:
         """§10.2: complete-view task step, then the missing-view step with the updated weights.
 
-        The step-1 gradient is deliberately not cleared before step 2 (Q-7), so step 2 applies
-        ∇L_task(θ₀) + ∇L(θ₁). Teacher signals come from the step-1 pass (θ₀, dropout on).
+        ``batch`` is the harness's corrupted view (``training_corruption``) and
+        ``batch.complete_view`` the complete one; under clean training both are the same and
+        nothing is dropped. The step-1 gradient is deliberately not cleared before step 2 (Q-7),
+        so step 2 applies ∇L_task(θ₀) + ∇L(θ₁). Teacher signals come from the step-1 pass
+        (θ₀, dropout on).
         """
-        from mer_bench.missing import training_keep_masks
-
         self._require_setup()
         assert self._train_protos is not None and self.optimizer is not None
         opt, w = self.optimizer, self.weights
-        label = batch.label.long()
+        full = batch.complete_view
+        label = full.label.long()
         opt.zero_grad(set_to_none=True)
-        complete = self._run(batch, self._train_protos)
+        complete = self._run(full, self._train_protos)
         F.nll_loss(complete.pred, label).backward()
         opt.step()
 
-        keep = training_keep_masks(batch.text_mask, batch.audio_mask, batch.vision_mask, generator)
-        missing = self._run(batch.with_missing(keep), self._train_protos, reconstruct=True)
+        keep = batch.keep or KeepMasks(
+            full.text_mask.bool(), full.audio_mask.bool(), full.vision_mask.bool()
+        )
+        missing = self._run(batch, self._train_protos, reconstruct=True)
         loss = F.nll_loss(missing.pred, label)
         if w.joint_rep:
             loss = loss + w.joint_rep * representation_loss(missing.joint_rep, complete.joint_rep)
@@ -303,13 +314,11 @@ class CIDerAdapter(Adapter):
             assert missing.audio_recon is not None and missing.vision_recon is not None
             rec = (
                 reconstruction_loss(
-                    missing.text_recon, complete.text_hidden.detach(), batch.text_mask, keep.text
+                    missing.text_recon, complete.text_hidden.detach(), full.text_mask, keep.text
                 )
+                + reconstruction_loss(missing.audio_recon, full.audio, full.audio_mask, keep.audio)
                 + reconstruction_loss(
-                    missing.audio_recon, batch.audio, batch.audio_mask, keep.audio
-                )
-                + reconstruction_loss(
-                    missing.vision_recon, batch.vision, batch.vision_mask, keep.vision
+                    missing.vision_recon, full.vision, full.vision_mask, keep.vision
                 )
             )
             loss = loss + w.recon * rec

@@ -108,6 +108,18 @@ def cmd_protocols(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_suites(args: argparse.Namespace) -> int:
+    from mer_bench.suites import SUITES
+
+    for suite in SUITES.values():
+        print(f"{suite.name}\t{suite.aggregate.value}\tseeds {','.join(map(str, suite.seeds))}")
+        print(f"  protocol: {suite.selector}")
+        print(f"  {suite.summary}")
+        print(f"  source: {suite.source}")
+    print(f"{len(SUITES)} suites (run one with `run --suite NAME --models ...`)")
+    return 0
+
+
 def cmd_adapters(args: argparse.Namespace) -> int:
     from mer_bench.adapters import available_adapters
 
@@ -299,15 +311,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--protocol",
-        default="all",
-        help="selector, e.g. 'distribution=ood,mode=RMFM|RMM' (default all)",
+        default=None,
+        help="selector, e.g. 'distribution=ood,mode=RMFM|RMM' or 'regime=clean|mixture' "
+        "(default all)",
+    )
+    p.add_argument(
+        "--suite",
+        default=None,
+        help="a named protocol suite (cells, training regimes, seeds, aggregate): "
+        "cider, lnln, emt-dlfr, fair; see `suites`",
     )
     p.add_argument("--dataset", default="synth", help="synth (embedded default), mosi or mosei")
     p.add_argument(
         "--data-root", default=None, help="folder with the real data files (or env MER_BENCH_DATA)"
     )
     p.add_argument(
-        "--seeds", default="1111,1112,1113", help="comma-separated seeds (default 1111,1112,1113)"
+        "--seeds",
+        default=None,
+        help="comma-separated seeds (default 1111,1112,1113, or the suite's)",
     )
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
     p.add_argument(
@@ -376,6 +397,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", default=None, help="restrict to datasets (comma-separated)")
     p.add_argument("--task", default=None, help="restrict to tasks (comma-separated)")
     p.set_defaults(handler=cmd_protocols)
+
+    p = sub.add_parser("suites", help="list the named protocol suites (run with --suite NAME)")
+    p.set_defaults(handler=cmd_suites)
 
     p = sub.add_parser("data", help="data files: check one, or write the synthetic dataset")
     data_sub = p.add_subparsers(dest="data_command", metavar="SUBCOMMAND", parser_class=_Parser)

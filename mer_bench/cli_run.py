@@ -39,15 +39,26 @@ def _options(args: argparse.Namespace) -> RunOptions:
         storage = args.study_storage or default_storage(args.out)
         record = params_from_study(storage, args.params_from_study)
         source = _provenance(record)
+    selector, seeds, suite = args.protocol, args.seeds, None
+    if args.suite:
+        from mer_bench.suites import get_suite
+
+        suite = get_suite(args.suite)
+        if args.protocol is not None:
+            raise ConfigError(
+                f"--suite {suite.name} fixes the protocol ({suite.selector}); drop --protocol"
+            )
+        selector = suite.selector
+        seeds = args.seeds or ",".join(str(s) for s in suite.seeds)
     options = {}
     if args.cider_prototypes:
         options["cider_prototypes"] = args.cider_prototypes
     return RunOptions(
         models=models,
-        selector=args.protocol,
+        selector=selector or "all",
         dataset=parse_enum(Dataset, args.dataset, "dataset"),
         data_root=args.data_root,
-        seeds=_seeds(args.seeds),
+        seeds=_seeds(seeds or "1111,1112,1113"),
         device=args.device,
         out=args.out,
         text_encoder=args.text_encoder,
@@ -62,6 +73,7 @@ def _options(args: argparse.Namespace) -> RunOptions:
         presets=_presets(args.preset or [], models),
         options=options,
         quiet=args.quiet,
+        suite=None if suite is None else suite.name,
     )
 
 

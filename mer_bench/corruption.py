@@ -30,8 +30,9 @@ import torch
 from mer_bench.batch import Batch, KeepMasks
 from mer_bench.errors import ConfigError
 from mer_bench.missing import keep_by_rates, training_uniforms
+from mer_bench.protocol import Regime, TrainingRegime
 
-__all__ = ["CorruptionKind", "TrainCorruption"]
+__all__ = ["CorruptionKind", "TrainCorruption", "for_regime"]
 
 _TEXT, _AUDIO, _VISION, _RATE, _COMPLETE = 1, 2, 3, 4, 5
 
@@ -116,3 +117,18 @@ class TrainCorruption:
         """The training view of a complete batch: corrupted, with ``complete`` attached."""
         keep = self.keep_masks(batch, seed, epoch)
         return batch if keep is None else batch.with_missing(keep)
+
+
+def for_regime(regime: TrainingRegime, native: TrainCorruption | None) -> TrainCorruption:
+    """The corruption a training regime applies; ``native`` is the adapter's own recipe."""
+    if regime.kind is Regime.CLEAN:
+        return TrainCorruption.none()
+    if regime.kind is Regime.NATIVE:
+        return native or TrainCorruption.none()
+    if regime.kind is Regime.MIXTURE:
+        return TrainCorruption(
+            CorruptionKind.MIXTURE, p_complete=regime.p_complete, r_max=regime.r_max
+        )
+    if regime.rate is None:
+        raise ConfigError("a matched-regime setting needs its training rate")
+    return TrainCorruption(CorruptionKind.RATE, rate=regime.rate)

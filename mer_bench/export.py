@@ -19,6 +19,7 @@ KEY_COLUMNS = (
     "alignment",
     "task",
     "seed",
+    "regime",
     "mode",
     "rate",
     "condition",

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from enum import Enum
 from functools import partial
 
 import numpy as np
@@ -245,6 +247,70 @@ def auilc(values: Sequence[float], rates: Sequence[float] = RATES) -> float:
     if r.size < 2 or not np.all(np.diff(r) > 0):
         raise ProtocolError("AUILC needs at least two strictly increasing rates")
     return float(np.sum((v[1:] + v[:-1]) * np.diff(r)) / 2.0)
+
+
+@dataclass(frozen=True)
+class CurveWeights:
+    """A linear summary of a metric-vs-rate curve: Σ_i weights[i] · value(rates[i])."""
+
+    rates: tuple[float, ...]
+    weights: tuple[float, ...]
+
+    def __post_init__(self) -> None:
+        if len(self.rates) != len(self.weights) or not self.rates:
+            raise ProtocolError("a curve summary needs one weight per rate")
+
+    def of(self, values: Sequence[float]) -> float:
+        v = np.asarray(values, dtype=np.float64).ravel()
+        if v.size != len(self.rates):
+            raise ProtocolError(f"the curve summary needs {len(self.rates)} values; got {v.size}")
+        return float(np.dot(np.asarray(self.weights), v))
+
+    def minus_clean(self) -> CurveWeights:
+        """The same summary of ``curve − curve(rate 0)``: the area lost to missing data
+        (its difference between two models is their effective robustness)."""
+        if self.rates[0] != 0.0:
+            raise ProtocolError("the clean score needs rate 0.0 on the curve")
+        total = float(sum(self.weights))
+        return CurveWeights(self.rates, (self.weights[0] - total, *self.weights[1:]))
+
+
+def trapezoid(rates: Sequence[float]) -> CurveWeights:
+    """Trapezoid-rule weights over ``rates``: ``of`` equals ``auilc``."""
+    r = np.asarray(rates, dtype=np.float64)
+    if r.size < 2 or not np.all(np.diff(r) > 0):
+        raise ProtocolError("AUILC needs at least two strictly increasing rates")
+    w = np.zeros(r.size)
+    w[:-1] += np.diff(r) / 2
+    w[1:] += np.diff(r) / 2
+    return CurveWeights(tuple(float(x) for x in r), tuple(float(x) for x in w))
+
+
+def curve_weights(rates: Sequence[float] | CurveWeights) -> CurveWeights:
+    """``rates`` as a summary: a CurveWeights as is, a rate sequence as its trapezoid (AUILC)."""
+    return rates if isinstance(rates, CurveWeights) else trapezoid(rates)
+
+
+class Aggregate(str, Enum):
+    """How a degradation curve becomes one number (never mixed in one column)."""
+
+    AUILC = "AUILC"
+    """Area under the curve over rates 0.0 … 1.0, trapezoid rule (CIDer, EMT-DLFR)."""
+    MEAN_0_09 = "mean@0-0.9"
+    """Plain mean over rates 0.0 … 0.9 (LNLN's headline)."""
+
+    @property
+    def curve(self) -> CurveWeights:
+        if self is Aggregate.AUILC:
+            return trapezoid(RATES)
+        rates = tuple(r for r in RATES if r <= 0.9)
+        return CurveWeights(rates, tuple(1.0 / len(rates) for _ in rates))
+
+    @property
+    def description(self) -> str:
+        if self is Aggregate.AUILC:
+            return "AUILC: trapezoid area under the curve over rates 0.0-1.0"
+        return "mean over rates 0.0-0.9"
 
 
 def mean_sd(values: Sequence[float]) -> tuple[float, float]:

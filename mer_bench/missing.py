@@ -48,7 +48,6 @@ __all__ = [
     "sample_bits",
     "split_keep_masks",
     "split_mask_arrays",
-    "training_keep_masks",
     "training_uniforms",
     "write_masks_npz",
 ]
@@ -419,30 +418,6 @@ def cell_keep_masks(
 
 
 # ----------------------------------------------------------------------------- training
-
-
-def training_keep_masks(
-    text_mask: torch.Tensor,
-    audio_mask: torch.Tensor,
-    vision_mask: torch.Tensor,
-    generator: torch.Generator,
-) -> KeepMasks:
-    """CIDer's training-time RMFM (CIDER.md §9.2): fresh Bernoulli(0.5) per valid position.
-
-    The reference draws a per-position rate and a per-position uniform, which collapses to a
-    constant 1/2 drop probability (Q-8); it is sampled directly here. [CLS]/[SEP] are kept.
-    ``generator`` must live on the masks' device.
-    """
-    device = text_mask.device
-    n, l_a = text_mask.shape[1], audio_mask.shape[1]
-    total = n + l_a + vision_mask.shape[1]
-    coin = torch.randint(
-        0, 2, (text_mask.shape[0], total), generator=generator, device=device, dtype=torch.bool
-    )
-    index = torch.zeros(text_mask.shape[0], dtype=torch.int64, device=device)
-    inp = _Inputs.build(index, text_mask, audio_mask, vision_mask)
-    raw = _PerModality(coin[:, :n], coin[:, n : n + l_a], coin[:, n + l_a :])
-    return _finalize(raw, inp)
 
 
 def _training_key(seed: int, epoch: int, stream: _Stream) -> int:

@@ -1,6 +1,7 @@
 """The benchmark's axes, its value objects and the protocol grid.
 
-A *training setting* is one training run: (model, dataset, distribution, alignment, task, seed).
+A *training setting* is one training run: (model, dataset, distribution, alignment, task, seed,
+training regime).
 A *cell* is one evaluation of a trained setting: (data setting, missing mode, rate | condition).
 Cell ids are stable strings (``mosi/iid/aligned/binary/RMFM@0.3``,
 ``mosi/ood/unaligned/seven/SMM[TA]``); they key the store, the exports and the leaderboards.
@@ -176,17 +177,115 @@ class DataSetting:
         )
 
 
+class Regime(str, Enum):
+    """How a model is trained with respect to missing data (the training-regime axis)."""
+
+    CLEAN = "clean"
+    """Complete training data."""
+    NATIVE = "native"
+    """The model's own recipe (``Adapter.training_corruption``; complete data if it has none)."""
+    MIXTURE = "mixture"
+    """Harness augmentation for any model: per sample and modality complete with probability
+    ``p_complete``, else every valid position dropped at a rate drawn from U(0, ``r_max``)."""
+    MATCHED = "matched"
+    """One training per test rate: trained at that rate (on all modalities), tested at it."""
+
+
+@dataclass(frozen=True, order=True)
+class TrainingRegime:
+    """One value of the training-regime axis, with its parameters."""
+
+    kind: Regime = Regime.NATIVE
+    p_complete: float = 0.5
+    """``mixture`` only."""
+    r_max: float = 1.0
+    """``mixture`` only."""
+    rate: float | None = None
+    """``matched`` only: the rate this setting is trained (and tested) at; None in selectors."""
+
+    def __post_init__(self) -> None:
+        kind = Regime(self.kind)
+        object.__setattr__(self, "kind", kind)
+        if kind is not Regime.MIXTURE and (self.p_complete, self.r_max) != (0.5, 1.0):
+            raise ProtocolError(f"regime {kind.value} takes no p_complete/r_max")
+        for name in ("p_complete", "r_max"):
+            value = float(getattr(self, name))
+            if not 0.0 <= value <= 1.0:  # also rejects NaN
+                raise ProtocolError(f"regime mixture: {name} must lie in [0, 1], got {value!r}")
+            object.__setattr__(self, name, value)
+        if self.rate is not None:
+            if kind is not Regime.MATCHED:
+                raise ProtocolError(f"regime {kind.value} takes no rate")
+            object.__setattr__(self, "rate", canonical_rate(self.rate))
+
+    @property
+    def is_default(self) -> bool:
+        return self.kind is Regime.NATIVE
+
+    @property
+    def label(self) -> str:
+        """The regime without a matched setting's rate: ``native``, ``clean``, ``matched``,
+        ``mixture(p_complete=0.5,r_max=1)``. Settings sharing a label form one curve."""
+        if self.kind is Regime.MIXTURE:
+            return f"mixture(p_complete={self.p_complete:g},r_max={self.r_max:g})"
+        return self.kind.value
+
+    @property
+    def id(self) -> str:
+        """``label``, plus ``@rate`` for a matched setting."""
+        return self.label if self.rate is None else f"{self.label}@{self.rate:.1f}"
+
+    def at_rate(self, rate: float) -> TrainingRegime:
+        return TrainingRegime(self.kind, self.p_complete, self.r_max, rate)
+
+    @classmethod
+    def parse(cls, text: str) -> TrainingRegime:
+        """``clean``, ``native``, ``matched[@0.3]``, ``mixture`` or
+        ``mixture(p_complete=0.5,r_max=1.0)`` (either parameter may be left out)."""
+        raw = text.strip()
+        head, at, rate = raw.partition("@")
+        name, paren, args = head.partition("(")
+        kind = parse_enum(Regime, name, "regime")
+        params: dict[str, float] = {}
+        if paren:
+            if not args.endswith(")") or kind is not Regime.MIXTURE:
+                raise ProtocolError(
+                    f"invalid regime {raw!r}; only mixture takes parameters, e.g. "
+                    "mixture(p_complete=0.5,r_max=1.0)"
+                )
+            for term in filter(None, (t.strip() for t in args[:-1].split(","))):
+                key, eq, value = term.partition("=")
+                if not eq or key.strip() not in ("p_complete", "r_max"):
+                    raise ProtocolError(
+                        f"invalid mixture parameter {term!r}; expected p_complete=P or r_max=R"
+                    )
+                try:
+                    params[key.strip()] = float(value)
+                except ValueError:
+                    raise ProtocolError(f"invalid number in regime {raw!r}") from None
+        if at and kind is not Regime.MATCHED:
+            raise ProtocolError(f"invalid regime {raw!r}; only matched takes @rate")
+        return cls(kind, rate=canonical_rate(rate) if at else None, **params)
+
+
+NATIVE = TrainingRegime()
+
+
 @dataclass(frozen=True, order=True)
 class TrainingSetting:
-    """One training run: a model on a data setting with one seed. Trained exactly once."""
+    """One training run: a model on a data setting with one seed under one training regime.
+    Trained exactly once."""
 
     model: str
     data: DataSetting
     seed: int
+    regime: TrainingRegime = NATIVE
 
     @property
     def id(self) -> str:
-        return f"{self.model}/{self.data.id}/seed{self.seed}"
+        base = f"{self.model}/{self.data.id}/seed{self.seed}"
+        # The default regime keeps the ids (and so the stores) of runs without the axis.
+        return base if self.regime.is_default else f"{base}/{self.regime.id}"
 
 
 @dataclass(frozen=True, order=True)
@@ -280,7 +379,25 @@ AXES: tuple[str, ...] = (
     "mode",
     "rate",
     "condition",
+    "regime",
 )
+TRAINING_AXES: frozenset[str] = frozenset({"regime"})
+"""Axes that choose how a setting is trained, not which cells are evaluated."""
+
+
+def _split_terms(text: str) -> list[str]:
+    """Split on commas outside parentheses (``regime=mixture(p_complete=0.5,r_max=1)``)."""
+    terms, depth, start = [], 0, 0
+    for i, ch in enumerate(text):
+        if ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+        elif ch == "," and depth == 0:
+            terms.append(text[start:i])
+            start = i + 1
+    terms.append(text[start:])
+    return terms
 
 
 @dataclass(frozen=True)
@@ -294,7 +411,7 @@ class Selector:
         if text is None or text.strip() in ("", "all"):
             return cls()
         terms: dict[str, set[str]] = {}
-        for raw in text.split(","):
+        for raw in _split_terms(text):
             axis, sep, values = raw.partition("=")
             axis = axis.strip().lower()
             if not sep or not values.strip():
@@ -314,6 +431,17 @@ class Selector:
             if a == axis:
                 return values
         return None
+
+    def regimes(self) -> list[TrainingRegime]:
+        """The training regimes asked for (default: the native one), in a stable order."""
+        values = self.get("regime")
+        if values is None:
+            return [NATIVE]
+        return sorted(TrainingRegime.parse(v) for v in values)
+
+    def cells_only(self) -> Selector:
+        """This selector without its training axes."""
+        return Selector(tuple((a, v) for a, v in self.terms if a not in TRAINING_AXES))
 
     def admits_data(self, data: DataSetting) -> bool:
         for axis, value in (
@@ -358,6 +486,14 @@ def _canonical_value(axis: str, value: str) -> str:
         return parse_enum(enums[axis], value, axis).value
     if axis == "rate":
         return f"{canonical_rate(value):.1f}"
+    if axis == "regime":
+        regime = TrainingRegime.parse(value)
+        if regime.rate is not None:
+            raise ProtocolError(
+                "select the matched regime without a rate (regime=matched): the rates come from "
+                "the selected cells"
+            )
+        return regime.id
     return canonical_condition(value)
 
 

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from mer_bench.errors import ConfigError
+from mer_bench.metrics import Aggregate
 
 
 def _csv(text: str | None) -> tuple[str, ...]:
@@ -46,6 +47,22 @@ def _common(p: argparse.ArgumentParser) -> None:
 # --------------------------------------------------------------------------- table
 
 
+def _aggregate(chosen: str | None, suites: tuple[str, ...]) -> Aggregate:
+    """``--aggregate``, else the one aggregate of the store's suites, else AUILC."""
+    from mer_bench.protocol import parse_enum
+    from mer_bench.suites import SUITES
+
+    if chosen is not None:
+        return parse_enum(Aggregate, chosen, "aggregate")  # type: ignore[return-value]
+    found = {SUITES[s].aggregate for s in suites if s in SUITES}
+    if len(found) > 1:
+        raise ConfigError(
+            f"the results hold suites with different curve summaries ({', '.join(suites)}); "
+            "choose one with --aggregate AUILC|mean@0-0.9"
+        )
+    return found.pop() if found else Aggregate.AUILC
+
+
 def add_table_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub.add_parser(
         "table",
@@ -57,7 +74,22 @@ def add_table_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser
     _common(p)
     p.add_argument("--format", default="md", choices=["md", "latex", "csv"])
     p.add_argument("--out", default=None, help="write to FILE instead of stdout")
-    p.add_argument("--baseline", default=None, help="reference model (default: the first model)")
+    p.add_argument(
+        "--baseline",
+        default=None,
+        help="reference model, or regime=R to compare each model with its own run under "
+        "regime R (default: the first model; regime=clean when clean and other regimes ran)",
+    )
+    p.add_argument(
+        "--aggregate",
+        default=None,
+        help="curve summary column: AUILC or mean@0-0.9 (default: the suite's, else AUILC)",
+    )
+    p.add_argument(
+        "--no-robustness",
+        action="store_true",
+        help="leave out the relative (RR) and effective (ER) robustness columns",
+    )
     p.add_argument(
         "--rates", default="0.0,0.3,0.5,0.7,1.0", help="rates shown as columns (AUILC uses all 11)"
     )
@@ -89,7 +121,12 @@ def cmd_table(args: argparse.Namespace) -> int:
 
     if not 0 < args.alpha < 1:
         raise ConfigError(f"--alpha must be in (0, 1); got {args.alpha}")
+    with ResultsStore(args.results, create=False) as store:
+        suites = tuple(store.suites())
     opts = TableOptions(
+        aggregate=_aggregate(args.aggregate, suites),
+        suites=suites,
+        robustness=not args.no_robustness,
         metrics=_csv(args.metric),
         baseline=args.baseline,
         models=_csv(args.models),

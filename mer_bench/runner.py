@@ -27,6 +27,7 @@ import torch
 from mer_bench import __version__
 from mer_bench.adapters import Adapter, AdapterContext, get_adapter
 from mer_bench.batch import SplitTensors
+from mer_bench.corruption import for_regime
 from mer_bench.errors import ConfigError, MerBenchError
 from mer_bench.evaluate import PredictionCache, evaluate_cell
 from mer_bench.protocol import (
@@ -34,7 +35,9 @@ from mer_bench.protocol import (
     Cell,
     Dataset,
     DataSetting,
+    Regime,
     Selector,
+    TrainingRegime,
     TrainingSetting,
     select_cells,
 )
@@ -71,6 +74,8 @@ class RunOptions:
     """Provenance of tuned parameters (``--params`` file or ``--params-from-study``)."""
     presets: dict[str, str] = field(default_factory=dict)
     """Per-model preset chosen with ``--preset`` (default: by dataset)."""
+    suite: str | None = None
+    """The protocol suite this run belongs to (``--suite``), recorded in the store."""
 
 
 @dataclass(frozen=True)
@@ -86,21 +91,40 @@ def plan(opts: RunOptions) -> list[SettingPlan]:
     for model in opts.models:
         cls = get_adapter(model)
         try:
-            cells = select_cells(selector, [opts.dataset], list(cls.tasks))
+            cells = select_cells(selector.cells_only(), [opts.dataset], list(cls.tasks))
         except MerBenchError:
             continue  # the selector asks only for tasks this model does not support
         by_data: dict[DataSetting, list[Cell]] = {}
         for cell in cells:
             by_data.setdefault(cell.data, []).append(cell)
         for data, data_cells in by_data.items():
-            for seed in opts.seeds:
-                plans.append(SettingPlan(TrainingSetting(model, data, seed), tuple(data_cells)))
+            for regime in selector.regimes():
+                for seed in opts.seeds:
+                    plans.extend(_regime_plans(model, data, seed, regime, data_cells))
     if not plans:
         raise ConfigError(
             f"nothing to run: selector {opts.selector!r} selects no task supported by "
             f"{', '.join(opts.models)}"
         )
     return plans
+
+
+def _regime_plans(
+    model: str, data: DataSetting, seed: int, regime: TrainingRegime, cells: Sequence[Cell]
+) -> list[SettingPlan]:
+    """One setting with every cell, or, for the matched regime, one setting per test rate
+    holding that rate's cells (cells without a rate have no matched training and are left out).
+    """
+    if regime.kind is not Regime.MATCHED:
+        return [SettingPlan(TrainingSetting(model, data, seed, regime), tuple(cells))]
+    rates = sorted({c.rate for c in cells if c.rate is not None})
+    return [
+        SettingPlan(
+            TrainingSetting(model, data, seed, regime.at_rate(rate)),
+            tuple(c for c in cells if c.rate == rate),
+        )
+        for rate in rates
+    ]
 
 
 def resolve_device(name: str) -> torch.device:
@@ -287,12 +311,14 @@ def setting_events(
             device=device,
             precision=opts.precision,
         )
+        corruption = for_regime(setting.regime, adapter.training_corruption())
         result = fit(
             adapter,
             bundle,
             setting.seed,
             cfg,
             on_epoch=lambda rec: hooks.on_epoch(setting.id, rec.epoch, cfg.max_epochs),
+            corruption=corruption,
         )
         yield Trained(
             result.state,
@@ -438,6 +464,9 @@ def execute(
     }
     if opts.executor not in executors:
         raise ConfigError(f"invalid executor {opts.executor!r}; valid: {', '.join(executors)}")
+    if opts.suite is not None:
+        with ResultsStore(opts.out) as store:
+            store.record_suite(opts.suite)
     return executors[opts.executor](plans, opts, hooks or Hooks())
 
 

@@ -32,7 +32,8 @@ CREATE TABLE IF NOT EXISTS settings (
     alignment TEXT NOT NULL, task TEXT NOT NULL, seed INTEGER NOT NULL,
     best_epoch INTEGER, best_valid REAL, epochs INTEGER, train_seconds REAL,
     checkpoint TEXT, params TEXT, history TEXT, config_hash TEXT, device TEXT,
-    finished_at TEXT, params_source TEXT
+    finished_at TEXT, params_source TEXT,
+    regime TEXT NOT NULL DEFAULT 'native', train_rate REAL
 );
 CREATE TABLE IF NOT EXISTS results (
     setting_id TEXT NOT NULL, cell_id TEXT NOT NULL, selection TEXT NOT NULL,
@@ -43,6 +44,7 @@ CREATE TABLE IF NOT EXISTS results (
     metrics TEXT NOT NULL, knobs TEXT NOT NULL, per_metric_knobs TEXT,
     mask_rng TEXT NOT NULL, wall_seconds REAL, device TEXT, versions TEXT,
     git_hash TEXT, config_hash TEXT, finished_at TEXT,
+    regime TEXT NOT NULL DEFAULT 'native', train_rate REAL,
     PRIMARY KEY (setting_id, cell_id, selection)
 );
 CREATE TABLE IF NOT EXISTS predictions (
@@ -96,6 +98,7 @@ class ResultsStore:
                 "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)",
                 (SCHEMA_VERSION,),
             )
+            _add_regime_columns(cur)
 
     def close(self) -> None:
         self._conn.close()
@@ -117,6 +120,23 @@ class ResultsStore:
             cur.execute("ROLLBACK")
             raise
         cur.execute("COMMIT")
+
+    # ------------------------------------------------------------------ meta
+    def record_suite(self, name: str) -> None:
+        """Remember that a run of protocol suite ``name`` wrote into this store."""
+        with self.transaction() as cur:
+            row = cur.execute("SELECT value FROM meta WHERE key = 'suites'").fetchone()
+            names = json.loads(row[0]) if row else []
+            if name not in names:
+                names.append(name)
+            cur.execute(
+                "INSERT OR REPLACE INTO meta(key, value) VALUES ('suites', ?)", (json.dumps(names),)
+            )
+
+    def suites(self) -> list[str]:
+        """The protocol suites whose runs wrote into this store, in first-run order."""
+        row = self._conn.execute("SELECT value FROM meta WHERE key = 'suites'").fetchone()
+        return list(json.loads(row[0])) if row else []
 
     # ------------------------------------------------------------------ settings
     def setting_record(self, setting: TrainingSetting) -> dict | None:
@@ -163,7 +183,7 @@ class ResultsStore:
         d = setting.data
         with self.transaction() as cur:
             cur.execute(
-                "INSERT OR REPLACE INTO settings VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                "INSERT OR REPLACE INTO settings VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     setting.id,
                     setting.model,
@@ -183,6 +203,8 @@ class ResultsStore:
                     device,
                     _now(),
                     json.dumps(params_source) if params_source else None,
+                    setting.regime.label,
+                    setting.regime.rate,
                 ),
             )
 
@@ -234,7 +256,8 @@ class ResultsStore:
                 return False
             for row in rows:
                 cur.execute(
-                    "INSERT INTO results VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    "INSERT INTO results VALUES "
+                    "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                     (
                         setting.id,
                         cell.id,
@@ -259,6 +282,8 @@ class ResultsStore:
                         git_hash,
                         config_hash,
                         _now(),
+                        setting.regime.label,
+                        setting.regime.rate,
                     ),
                 )
                 scores = np.ascontiguousarray(row.scores, dtype=np.float32)
@@ -310,6 +335,16 @@ class ResultsStore:
                 "SELECT COUNT(*) FROM (SELECT DISTINCT setting_id, cell_id FROM results)"
             ).fetchone()[0]
         )
+
+
+def _add_regime_columns(cur: sqlite3.Cursor) -> None:
+    """Stores written before the training-regime axis existed: every setting was ``native``."""
+    for table in ("settings", "results"):
+        have = {row[1] for row in cur.execute(f"PRAGMA table_info({table})")}
+        if "regime" not in have:
+            cur.execute(f"ALTER TABLE {table} ADD COLUMN regime TEXT NOT NULL DEFAULT 'native'")
+        if "train_rate" not in have:
+            cur.execute(f"ALTER TABLE {table} ADD COLUMN train_rate REAL")
 
 
 def _now() -> str:

@@ -22,7 +22,6 @@ from mer_bench.missing import (
     sample_bits,
     split_keep_masks,
     split_mask_arrays,
-    training_keep_masks,
     write_masks_npz,
 )
 from mer_bench.protocol import CONDITIONS, RATES, Mode, Task
@@ -588,28 +587,6 @@ def test_reference_stmfm_rejects_text_without_cls_and_sep() -> None:
 
 
 # ----------------------------------------------------------------------------- training
-
-
-def test_training_masks_bernoulli_half() -> None:
-    inp = Inputs(6, 400, 40, 60, 50, aligned=False)
-    text_mask = torch.from_numpy(inp.text_mask)
-    audio = validity_mask(torch.from_numpy(inp.audio_lengths), inp.l_a)
-    vision = validity_mask(torch.from_numpy(inp.vision_lengths), inp.l_v)
-    gen = torch.Generator().manual_seed(0)
-    first = training_keep_masks(text_mask, audio, vision, gen)
-    second = training_keep_masks(text_mask, audio, vision, gen)
-    check_common(inp, first)
-    assert not torch.equal(first.audio, second.audio)  # fresh each call
-    again = training_keep_masks(text_mask, audio, vision, torch.Generator().manual_seed(0))
-    assert all(torch.equal(x, y) for x, y in zip(as_np_t(first), as_np_t(again)))
-    droppable = (inp.valid[0] & ~inp.specials, inp.valid[1], inp.valid[2])
-    for keep_m, d in zip(as_np(first), droppable):
-        frac = keep_m[d].mean()
-        assert abs(frac - 0.5) < 0.02
-
-
-def as_np_t(keep: KeepMasks) -> tuple[torch.Tensor, ...]:
-    return keep.text, keep.audio, keep.vision
 
 
 # ----------------------------------------------------------------------------- applying masks

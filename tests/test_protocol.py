@@ -114,3 +114,28 @@ def test_task_info_table() -> None:
     assert Task.BINARY.info.num_classes == 3
     assert Task.SEVEN.info.selection_metric == "acc7"
     assert not Task.REGRESSION.info.higher_is_better
+
+
+def test_training_regimes_parse_round_trip_and_reject_nonsense() -> None:
+    from mer_bench.protocol import Regime, TrainingRegime
+
+    mix = TrainingRegime.parse("mixture(p_complete=0.25,r_max=0.8)")
+    assert (mix.kind, mix.p_complete, mix.r_max) == (Regime.MIXTURE, 0.25, 0.8)
+    assert TrainingRegime.parse(mix.id) == mix and mix.label == "mixture(p_complete=0.25,r_max=0.8)"
+    assert TrainingRegime.parse("mixture") == TrainingRegime(Regime.MIXTURE)
+    assert TrainingRegime.parse("matched@0.3").id == "matched@0.3"
+    assert TrainingRegime.parse("CLEAN").kind is Regime.CLEAN and TrainingRegime().is_default
+    for bad in ("mixture(p_complete=2)", "clean(r_max=1)", "native@0.5", "mixture(x=1)", "dirty"):
+        with pytest.raises(ProtocolError):
+            TrainingRegime.parse(bad)
+
+
+def test_selector_regime_terms_keep_their_commas() -> None:
+    from mer_bench.protocol import Regime, Selector, TrainingRegime
+
+    sel = Selector.parse("mode=RMFM,regime=clean|mixture(p_complete=0.5,r_max=0.5),rate=0.0")
+    assert [r.kind for r in sel.regimes()] == [Regime.CLEAN, Regime.MIXTURE]
+    assert sel.regimes()[1] == TrainingRegime(Regime.MIXTURE, 0.5, 0.5)
+    assert sel.cells_only() == Selector.parse("mode=RMFM,rate=0.0")
+    assert Selector.parse("all").regimes() == [TrainingRegime()]
+    assert Selector.parse(str(sel)) == sel

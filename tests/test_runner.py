@@ -12,10 +12,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mer_bench.errors import ConfigError
+from mer_bench.errors import ConfigError, ProtocolError
 from mer_bench.export import metrics_frame, predictions_frame
 from mer_bench.metrics import compute_metrics
-from mer_bench.protocol import Dataset, Task
+from mer_bench.protocol import Dataset, Regime, Task
 from mer_bench.runner import RunOptions, execute, plan
 from mer_bench.store import ResultsStore
 from tests.conftest import MEANPOOL, ROOT, subprocess_env
@@ -49,6 +49,47 @@ def test_plan_expands_models_tasks_seeds(tiny_synth_root: Path, tmp_path: Path) 
         plan(_opts(tiny_synth_root, tmp_path, models=("cider",), selector="task=regression"))
 
 
+def test_plan_expands_training_regimes(tiny_synth_root: Path, tmp_path: Path) -> None:
+    base = "distribution=iid,alignment=aligned,task=binary,mode=RMFM,rate=0.0|0.5"
+    plans = plan(_opts(tiny_synth_root, tmp_path, selector=base + ",regime=clean|matched"))
+    clean = [p for p in plans if p.setting.regime.kind is Regime.CLEAN]
+    matched = [p for p in plans if p.setting.regime.kind is Regime.MATCHED]
+    assert len(clean) == 2 and len(clean[0].cells) == 2  # seeds; RMFM@0/0.5
+    # matched: one training per (seed, rate), holding exactly that rate's cells
+    assert sorted((p.setting.seed, p.setting.regime.rate) for p in matched) == [
+        (1, 0.0),
+        (1, 0.5),
+        (2, 0.0),
+        (2, 0.5),
+    ]
+    assert all(c.rate == p.setting.regime.rate for p in matched for c in p.cells)
+    assert matched[0].setting.id.endswith("/seed1/matched@0.0")
+    assert clean[0].setting.id.endswith("/seed1/clean")
+    native = plan(_opts(tiny_synth_root, tmp_path, selector=base))
+    assert native[0].setting.id.endswith("/seed1")  # the default regime keeps old ids
+    smm = "distribution=iid,alignment=aligned,task=binary,mode=SMM,regime=matched"
+    with pytest.raises(ConfigError, match="nothing to run"):  # SMM has no rate to match
+        plan(_opts(tiny_synth_root, tmp_path, selector=smm))
+    with pytest.raises(ProtocolError, match="regime"):
+        plan(_opts(tiny_synth_root, tmp_path, selector=base + ",regime=matched@0.3"))
+
+
+def test_mixture_regime_is_reproducible_across_worker_processes(
+    tiny_synth_root: Path, tmp_path: Path
+) -> None:
+    selector = (
+        "distribution=iid,alignment=aligned,task=binary,mode=RMFM,rate=0.0|0.5,regime=mixture"
+    )
+    frames = []
+    for jobs in (1, 2):
+        opts = _opts(tiny_synth_root, tmp_path / f"jobs{jobs}", selector=selector, jobs=jobs)
+        execute(plan(opts), opts)
+        with ResultsStore(tmp_path / f"jobs{jobs}") as store:
+            frames.append(_stable(metrics_frame(store)))
+    assert len(frames[0]) == 2 * 2
+    pd.testing.assert_frame_equal(frames[0], frames[1])
+
+
 def test_run_store_export_recompute_and_resume(tiny_synth_root: Path, tmp_path: Path) -> None:
     opts = _opts(tiny_synth_root, tmp_path)
     outcomes = execute(plan(opts), opts)
@@ -59,18 +100,20 @@ def test_run_store_export_recompute_and_resume(tiny_synth_root: Path, tmp_path: 
         metrics = metrics_frame(store)
         preds = predictions_frame(store)
     assert len(metrics) == n_cells
-    assert list(metrics.columns[:10]) == [
+    assert list(metrics.columns[:11]) == [
         "model",
         "dataset",
         "distribution",
         "alignment",
         "task",
         "seed",
+        "regime",
         "mode",
         "rate",
         "condition",
         "cell",
     ]
+    assert metrics["regime"].eq("native").all()
     assert metrics["tau_selection"].eq("none").all()
     # metrics recomputed from exported predictions equal the stored ones
     for (cell, seed, task), group in preds.groupby(["cell", "seed", "task"]):
@@ -151,7 +194,8 @@ def _settings_in(out: Path) -> int:
 def test_sigkill_and_resume_ends_identical(tiny_synth_root: Path, tmp_path: Path) -> None:
     """Kill the run with SIGKILL mid-training and mid-evaluation; the resumed run's results equal
     an uninterrupted run's (no cell lost, none duplicated)."""
-    selector = "distribution=iid|cross,alignment=aligned,task=binary,mode=RMFM|SMM"
+    # Under the mixture regime: training-time masks must be as reproducible as evaluation masks.
+    selector = "distribution=iid|cross,alignment=aligned,task=binary,mode=RMFM|SMM,regime=mixture"
     env = subprocess_env()
     reference = tmp_path / "reference"
     subprocess.run(
@@ -200,6 +244,7 @@ def test_sigkill_and_resume_ends_identical(tiny_synth_root: Path, tmp_path: Path
         ma, mb = _stable(metrics_frame(a)), _stable(metrics_frame(b))
         pa, pb = predictions_frame(a), predictions_frame(b)
     assert len(ma) == 4 * 18  # 2 data settings × 2 seeds × (11 RMFM + 7 SMM)
+    assert ma["regime"].eq("mixture(p_complete=0.5,r_max=1)").all()
     pd.testing.assert_frame_equal(ma, mb)
     key = ["model", "seed", "cell", "tau_selection", "sample_id"]
     pd.testing.assert_frame_equal(

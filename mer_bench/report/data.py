@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 
 from mer_bench.errors import ConfigError, DataError
-from mer_bench.metrics import auilc
-from mer_bench.protocol import RATES, Task
+from mer_bench.metrics import Aggregate, CurveWeights
+from mer_bench.protocol import Task
 from mer_bench.report.stats import MetricView, metric_view
 from mer_bench.store import ResultsStore
 
@@ -19,7 +19,8 @@ PRIMARY = "primary"
 """Pseudo-selection: each row the run marked as its headline (``is_primary``)."""
 ORACLE = "test-oracle"
 VALID = "valid"
-AUILC = "AUILC"
+AUILC = Aggregate.AUILC.value
+NATIVE = "native"
 
 
 def load_frame(store: ResultsStore) -> pd.DataFrame:
@@ -32,6 +33,19 @@ def load_frame(store: ResultsStore) -> pd.DataFrame:
     frame["data_id"] = frame["cell_id"].str.rsplit("/", n=1).str[0]
     frame["label"] = frame["cell_id"].str.rsplit("/", n=1).str[1]
     frame["is_primary"] = frame["is_primary"].astype(bool)
+    return with_systems(frame)
+
+
+def with_systems(frame: pd.DataFrame) -> pd.DataFrame:
+    """Name each (model, training regime) as one system: ``mult`` for the native regime,
+    ``mult[clean]``, ``mult[matched]``, … otherwise. Reports compare systems; ``base_model`` and
+    ``regime`` keep the parts."""
+    frame = frame.copy()
+    regime = frame["regime"].fillna(NATIVE) if "regime" in frame else NATIVE
+    frame["regime"] = regime
+    frame["base_model"] = frame["model"]
+    native = frame["regime"] == NATIVE
+    frame["model"] = frame["model"].where(native, frame["model"] + "[" + frame["regime"] + "]")
     return frame
 
 
@@ -71,14 +85,25 @@ def oracle_models(frame: pd.DataFrame) -> list[str]:
     return sorted(set(rows["model"]))
 
 
-def seed_auilc(rows: pd.DataFrame, metric: str) -> pd.Series:
-    """AUILC per seed from the rows of one (model, data setting, mode); seeds lacking a rate drop."""
+def seed_auilc(
+    rows: pd.DataFrame, metric: str, curve: CurveWeights | Aggregate = Aggregate.AUILC
+) -> pd.Series:
+    """The curve summary (AUILC by default) per seed from the rows of one (model, data setting,
+    mode); seeds lacking one of its rates drop."""
+    weights = curve.curve if isinstance(curve, Aggregate) else curve
     values = {}
     for seed, part in rows.groupby("seed"):
         by_rate = dict(zip(part["rate"].round(1), part[metric]))
-        if all(r in by_rate for r in RATES):
-            values[seed] = auilc([by_rate[r] for r in RATES])
+        if all(r in by_rate for r in weights.rates):
+            values[seed] = weights.of([by_rate[r] for r in weights.rates])
     return pd.Series(values, dtype=np.float64)
+
+
+def seed_relative_robustness(rows: pd.DataFrame, metric: str, agg: Aggregate) -> pd.Series:
+    """Relative robustness per seed: the curve summary divided by the clean (rate 0) score."""
+    area = seed_auilc(rows, metric, agg)
+    clean = seed_auilc(rows, metric, CurveWeights((0.0,), (1.0,)))
+    return (area / clean).dropna()
 
 
 @dataclass

@@ -91,6 +91,7 @@ def entry_from_rows(rows: pd.DataFrame, model: str, data: DataSetting) -> dict:
             "task": data.task.value,
         },
         "protocol_version": PROTOCOL_VERSION,
+        "regime": str(rows["regime"].iloc[0]) if "regime" in rows else "native",
         "selection": selections[0] if len(selections) == 1 else selections,
         "seeds": seeds,
         "modes": modes,

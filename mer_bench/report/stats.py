@@ -20,7 +20,7 @@ import numpy as np
 from scipy import stats as sps
 
 from mer_bench.errors import ConfigError
-from mer_bench.metrics import LOWER_IS_BETTER
+from mer_bench.metrics import LOWER_IS_BETTER, CurveWeights, curve_weights
 from mer_bench.protocol import Task
 
 _NEG, _NEU, _POS = 0, 1, 2
@@ -168,13 +168,13 @@ class Comparison:
     """ASO ε_min of A over B on seed-level scores (< 0.5: A almost dominates); None < 3 seeds."""
 
 
-def _curve(values: np.ndarray, rates: Sequence[float] | None) -> np.ndarray:
-    """Collapse the rate axis (axis 0 when ``rates`` is given) by the trapezoid AUILC."""
+def _curve(values: np.ndarray, rates: Sequence[float] | CurveWeights | None) -> np.ndarray:
+    """Collapse the rate axis (axis 0 when ``rates`` is given) by the curve summary: the
+    trapezoid AUILC for a rate sequence, or any ``CurveWeights`` (e.g. a mean over rates)."""
     if rates is None:
         return values[0]
-    r = np.asarray(rates, dtype=np.float64)
-    dr = np.diff(r)
-    return np.tensordot(dr, (values[1:] + values[:-1]) / 2.0, axes=(0, 0))
+    w = np.asarray(curve_weights(rates).weights, dtype=np.float64)
+    return np.tensordot(w, values, axes=(0, 0))
 
 
 def _stack_views(views: Sequence[MetricView]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -187,7 +187,7 @@ def _stack_views(views: Sequence[MetricView]) -> tuple[np.ndarray, np.ndarray, n
 def paired_permutation_test(
     views_a: Sequence[MetricView],
     views_b: Sequence[MetricView],
-    rates: Sequence[float] | None = None,
+    rates: Sequence[float] | CurveWeights | None = None,
     *,
     n_resamples: int = 9999,
     seed: int = 0,
@@ -225,10 +225,7 @@ def paired_permutation_test(
         coef = wa / (wa.sum(-1, keepdims=True) * n_seeds)  # (R, S, N)
         contrib = coef * (per.astype(np.float64) - per_b.astype(np.float64))
         if rates is not None:
-            dr = np.diff(np.asarray(rates, dtype=np.float64))
-            fold = np.zeros(n_rates)
-            fold[:-1] += dr / 2
-            fold[1:] += dr / 2
+            fold = np.asarray(curve_weights(rates).weights, dtype=np.float64)
             contrib = contrib * fold[:, None, None]
         e = contrib.sum(0).ravel()
         e = e[e != 0]
@@ -282,7 +279,7 @@ def bootstrap_weights(
 def bootstrap_values(
     views: Sequence[MetricView],
     weights: tuple[np.ndarray, np.ndarray],
-    rates: Sequence[float] | None = None,
+    rates: Sequence[float] | CurveWeights | None = None,
 ) -> np.ndarray:
     """Bootstrap replicates (B,) of the seed-averaged metric (or its AUILC over ``rates``)."""
     w_samples, w_seeds = weights
@@ -311,7 +308,7 @@ def percentile_ci(replicates: np.ndarray, level: float = 0.95) -> tuple[float, f
 def compare(
     views_a: Sequence[MetricView],
     views_b: Sequence[MetricView],
-    rates: Sequence[float] | None = None,
+    rates: Sequence[float] | CurveWeights | None = None,
     *,
     n_resamples: int = 9999,
     n_boot: int = 1000,

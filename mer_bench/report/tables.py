@@ -11,16 +11,15 @@ from __future__ import annotations
 import io
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
 
 from mer_bench.errors import ConfigError
-from mer_bench.metrics import LOWER_IS_BETTER, mean_sd
-from mer_bench.protocol import CONDITIONS, RATES, Mode, Task, canonical_rate
+from mer_bench.metrics import LOWER_IS_BETTER, Aggregate, CurveWeights, mean_sd
+from mer_bench.protocol import CONDITIONS, Mode, Task, canonical_rate
 from mer_bench.report.data import (
-    AUILC,
     ORACLE,
     PRIMARY,
     VALID,
@@ -28,6 +27,7 @@ from mer_bench.report.data import (
     model_order,
     oracle_models,
     seed_auilc,
+    seed_relative_robustness,
     select,
 )
 from mer_bench.report.stats import (
@@ -57,6 +57,19 @@ class TableOptions:
     n_resamples: int = 9999
     n_boot: int = 1000
     seed: int = 0
+    aggregate: Aggregate = Aggregate.AUILC
+    """How a curve becomes one column (AUILC or the mean over rates 0–0.9; never both)."""
+    suites: tuple[str, ...] = ()
+    """Protocol suites the results come from (named in captions)."""
+    robustness: bool = True
+    """Add relative (RR) and effective (ER) robustness columns to rate-based modes."""
+
+
+RR, ER = "RR", "ER"
+"""Relative robustness (summary / clean score) and effective robustness (area lost to missing
+data minus the baseline's: the gap between the curves once both start at the same clean score)."""
+REGIME_BASELINE = "regime="
+"""``--baseline regime=clean``: compare each model with its own run under that regime."""
 
 
 @dataclass(frozen=True)
@@ -93,6 +106,8 @@ class Table:
     n_seeds: int
     oracle: tuple[str, ...]
     """Models whose numbers use the test-oracle τ (labelled in the caption)."""
+    aggregate: str = Aggregate.AUILC.value
+    suites: tuple[str, ...] = ()
 
     @property
     def higher_is_better(self) -> bool:
@@ -102,8 +117,11 @@ class Table:
         scale = "" if self.metric in RAW_SCALE else " (%)"
         text = (
             f"{self.data_id}: {self.metric}{scale}, mean ± sd over {self.n_seeds} seed(s) "
-            f"(ddof=1); baseline {self.baseline}."
+            f"(ddof=1); baseline {self.baseline}; curve summary {self.aggregate}"
+            f" ({Aggregate(self.aggregate).description})."
         )
+        if self.suites:
+            text += f" Protocol suite: {', '.join(self.suites)}."
         if self.oracle:
             text += (
                 f" Test-oracle τ for {', '.join(self.oracle)}: τ maximised per metric on test "
@@ -119,22 +137,41 @@ class Table:
             f"the {self.n_comparisons} comparisons of this table, α = {self.alpha:g}. "
             "Δ = model − baseline with a 95% CI from a paired bootstrap over seeds and samples; "
             "ASO ε_min < 0.5: the model almost stochastically dominates the baseline across "
-            "seeds (Dror et al. 2019, 95% confidence; reported with ≥ 3 seeds)."
+            "seeds (Dror et al. 2019, 95% confidence; reported with ≥ 3 seeds). "
+            f"{RR}: relative robustness, the curve summary divided by the clean (rate 0) score. "
+            f"{ER}: effective robustness, the summary of (curve − clean score) minus the "
+            "baseline's, i.e. the gap to the baseline's curve shifted to the same clean score "
+            "(MultiBench); tested like any column."
         )
 
 
 # --------------------------------------------------------------------------- building
 
 
-def _columns(rows: pd.DataFrame, mode: Mode, rates: Sequence[float]) -> tuple[str, ...]:
+def _columns(
+    rows: pd.DataFrame, mode: Mode, rates: Sequence[float], opts: TableOptions | None = None
+) -> tuple[str, ...]:
     if not mode.uses_rate:
         present = set(rows["condition"])
         return tuple(c for c in CONDITIONS if c in present)
+    agg = opts.aggregate if opts is not None else Aggregate.AUILC
     present = {round(float(r), 1) for r in rows["rate"]}
     cols = [f"{r:.1f}" for r in rates if r in present]
-    if set(RATES) <= present:
-        cols.append(AUILC)
+    if set(agg.curve.rates) <= present:
+        cols.append(agg.value)
+        if opts is not None and opts.robustness:
+            cols.extend((RR, ER))
     return tuple(cols)
+
+
+def _summary(column: str) -> CurveWeights | None:
+    """The curve summary behind a column (None for a single cell)."""
+    if column in (RR, ER):
+        raise ValueError(column)
+    return Aggregate(column).curve if column in _AGGREGATES else None
+
+
+_AGGREGATES = frozenset(a.value for a in Aggregate)
 
 
 def _cell_rows(rows: pd.DataFrame, mode: Mode, column: str) -> pd.DataFrame:
@@ -143,18 +180,50 @@ def _cell_rows(rows: pd.DataFrame, mode: Mode, column: str) -> pd.DataFrame:
     return rows[np.isclose(rows["rate"].astype(float), float(column))]
 
 
-def _seed_values(rows: pd.DataFrame, mode: Mode, column: str, metric: str) -> pd.Series:
-    if column == AUILC:
-        return seed_auilc(rows, metric)
+def _seed_values(
+    rows: pd.DataFrame, mode: Mode, column: str, metric: str, agg: Aggregate = Aggregate.AUILC
+) -> pd.Series:
+    if column == RR:
+        return seed_relative_robustness(rows, metric, agg)
+    if column == ER:
+        return seed_auilc(rows, metric, agg.curve.minus_clean())
+    if column in _AGGREGATES:
+        return seed_auilc(rows, metric, Aggregate(column))
     part = _cell_rows(rows, mode, column)
     return pd.Series(part[metric].to_numpy(np.float64), index=part["seed"].to_numpy())
 
 
 def _views(preds: Predictions, rows: pd.DataFrame, mode: Mode, column: str, task, metric, seeds):
     rows = rows[rows["seed"].isin(seeds)]
-    if column == AUILC:
-        return [preds.view(_cell_rows(rows, mode, f"{r:.1f}"), task, metric) for r in RATES]
+    summary = _summary(column)
+    if summary is not None:
+        return [preds.view(_cell_rows(rows, mode, f"{r:.1f}"), task, metric) for r in summary.rates]
     return [preds.view(_cell_rows(rows, mode, column), task, metric)]
+
+
+def _no_robustness(opts: TableOptions) -> TableOptions:
+    return replace(opts, robustness=False)
+
+
+def _baselines(rows_d: pd.DataFrame, models: list[str], baseline: str) -> dict[str, str]:
+    """Each model's reference: one baseline system, or (``regime=R``) the same model's system
+    trained under regime R."""
+    if not baseline.startswith(REGIME_BASELINE):
+        return {m: baseline for m in models}
+    regime = baseline[len(REGIME_BASELINE) :]
+    systems = rows_d.drop_duplicates("model").set_index("model")
+    out = {}
+    for m in models:
+        base = systems.loc[m, "base_model"]
+        match = systems[(systems["base_model"] == base) & (systems["regime"] == regime)]
+        if not match.empty:
+            out[m] = str(match.index[0])
+    if not out:
+        raise ConfigError(
+            f"--baseline {baseline}: no model has results under regime {regime!r}; regimes: "
+            f"{', '.join(sorted(set(rows_d['regime'])))}"
+        )
+    return out
 
 
 def build_tables(frame: pd.DataFrame, preds: Predictions, opts: TableOptions) -> list[Table]:
@@ -166,12 +235,14 @@ def build_tables(frame: pd.DataFrame, preds: Predictions, opts: TableOptions) ->
         rows_d = rows_all[rows_all["data_id"] == data_id]
         task = Task(rows_d["task"].iloc[0])
         models = model_order(rows_d, opts.models or None)
-        baseline = opts.baseline or models[0]
-        if baseline not in models:
-            raise ConfigError(
-                f"--baseline {baseline!r} has no results for {data_id}; models: {', '.join(models)}"
-            )
-        models = [baseline, *[m for m in models if m != baseline]]
+        baseline = opts.baseline or _default_baseline(rows_d, opts, models[0])
+        if not baseline.startswith(REGIME_BASELINE):
+            if baseline not in models:
+                raise ConfigError(
+                    f"--baseline {baseline!r} has no results for {data_id}; models: "
+                    f"{', '.join(models)}"
+                )
+            models = [baseline, *[m for m in models if m != baseline]]
         for metric in opts.metrics or task.info.curve_metrics:
             if metric not in task.info.metrics:
                 raise ConfigError(
@@ -184,33 +255,54 @@ def build_tables(frame: pd.DataFrame, preds: Predictions, opts: TableOptions) ->
     return tables
 
 
+def _default_baseline(rows_d: pd.DataFrame, opts: TableOptions, first: str) -> str:
+    """The first model, or each model's clean-trained run when the results hold clean and
+    other regimes of the same models (the ``fair`` suite)."""
+    regimes = set(rows_d["regime"])
+    if "clean" in regimes and len(regimes) > 1:
+        return REGIME_BASELINE + "clean"
+    return first
+
+
 def _build_one(rows_d, preds, task, data_id, metric, models, baseline, rates, opts) -> Table:
     blocks: list[Block] = []
+    base_of = _baselines(rows_d, models, baseline)
+    agg = opts.aggregate
     pending: list[tuple[int, tuple[str, str], Entry]] = []
     n_seeds = int(rows_d.groupby("model")["seed"].nunique().max())
     for mode in Mode:
         rows_m = rows_d[rows_d["mode"] == mode.value]
         if rows_m.empty:
             continue
-        columns = _columns(rows_m, mode, rates)
+        columns = _columns(rows_m, mode, rates, opts)
         entries: dict[tuple[str, str], Entry] = {}
-        base_rows = rows_m[rows_m["model"] == baseline]
         for model in models:
             rows = rows_m[rows_m["model"] == model]
+            base = base_of.get(model)
+            base_rows = rows_m[rows_m["model"] == base]
             for col in columns:
-                values = _seed_values(rows, mode, col, metric)
+                if col == ER:
+                    entry = _effective(
+                        rows, base_rows, model, base, mode, task, metric, preds, opts
+                    )
+                    if entry is not None:
+                        entries[(model, col)] = entry
+                        if entry.comparison is not None:
+                            pending.append((len(blocks), (model, col), entry))
+                    continue
+                values = _seed_values(rows, mode, col, metric, agg)
                 if values.empty:
                     continue
                 mean, sd = mean_sd(values.to_numpy())
                 entry = Entry(mean, sd, len(values))
-                if model != baseline:
-                    base_values = _seed_values(base_rows, mode, col, metric)
+                if base is not None and model != base and col != RR:
+                    base_values = _seed_values(base_rows, mode, col, metric, agg)
                     seeds = sorted(set(values.index) & set(base_values.index))
                     if seeds:
                         comp = compare(
                             _views(preds, rows, mode, col, task, metric, seeds),
                             _views(preds, base_rows, mode, col, task, metric, seeds),
-                            RATES if col == AUILC else None,
+                            _summary(col),
                             n_resamples=opts.n_resamples,
                             n_boot=opts.n_boot,
                             seed=opts.seed,
@@ -238,7 +330,34 @@ def _build_one(rows_d, preds, task, data_id, metric, models, baseline, rates, op
         n_resamples=opts.n_resamples,
         n_seeds=n_seeds,
         oracle=tuple(m for m in oracle_models(rows_d) if m in models),
+        aggregate=agg.value,
+        suites=opts.suites,
     )
+
+
+def _effective(rows, base_rows, model, base, mode, task, metric, preds, opts) -> Entry | None:
+    """Effective robustness of ``model`` against its baseline: per seed, the summary of
+    (curve − clean score) minus the baseline's; tested and bootstrapped as one linear summary
+    of both curves (paired on identical masks)."""
+    if base is None or model == base:
+        return None
+    lost = opts.aggregate.curve.minus_clean()
+    own, other = seed_auilc(rows, metric, lost), seed_auilc(base_rows, metric, lost)
+    seeds = sorted(set(own.index) & set(other.index))
+    if not seeds:
+        return None
+    per_seed = own[seeds].to_numpy() - other[seeds].to_numpy()
+    mean, sd = mean_sd(per_seed)
+    col = opts.aggregate.value
+    comp = compare(
+        _views(preds, rows, mode, col, task, metric, seeds),
+        _views(preds, base_rows, mode, col, task, metric, seeds),
+        lost,
+        n_resamples=opts.n_resamples,
+        n_boot=opts.n_boot,
+        seed=opts.seed,
+    )
+    return Entry(mean, sd, len(seeds), comp)
 
 
 # --------------------------------------------------------------------------- formatting
@@ -531,9 +650,9 @@ def build_tau_comparison(
                         continue
                     v_rows = rows_m[rows_m["selection"] == VALID]
                     o_rows = rows_m[rows_m["selection"] == ORACLE]
-                    for col in _columns(rows_m, mode, rates):
-                        vv = _seed_values(v_rows, mode, col, metric)
-                        ov = _seed_values(o_rows, mode, col, metric)
+                    for col in _columns(rows_m, mode, rates, _no_robustness(opts)):
+                        vv = _seed_values(v_rows, mode, col, metric, opts.aggregate)
+                        ov = _seed_values(o_rows, mode, col, metric, opts.aggregate)
                         seeds = sorted(set(vv.index) & set(ov.index))
                         if not seeds:
                             continue
@@ -545,7 +664,7 @@ def build_tau_comparison(
                             opts.n_boot,
                             np.random.default_rng(opts.seed),
                         )
-                        r = RATES if col == AUILC else None
+                        r = _summary(col)
                         reps = bootstrap_values(oa, weights, r) - bootstrap_values(va, weights, r)
                         lo, hi = percentile_ci(reps)
                         optimism = float(np.mean(ov[seeds].to_numpy() - vv[seeds].to_numpy()))

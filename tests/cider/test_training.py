@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from cider.losses import attention_loss, reconstruction_loss, representation_loss
 from mer_bench.adapters import get_adapter
-from mer_bench.missing import training_keep_masks
+from mer_bench.corruption import CorruptionKind, TrainCorruption
 
 from .helpers import full_batch, make_ctx, make_split
 
@@ -52,8 +52,10 @@ def test_two_steps_with_carried_gradient(aligned: bool) -> None:
 
     opt.step = spying_step  # type: ignore[method-assign]
     gen = torch.Generator().manual_seed(5)
-    replay = torch.Generator().manual_seed(5)
-    loss = ad.train_step(batch, gen)
+    corruption = ad.training_corruption()
+    assert corruption == TrainCorruption(CorruptionKind.RATE, rate=0.5)
+    mb = corruption.apply(batch, seed=5, epoch=1)
+    loss = ad.train_step(mb, gen)
     assert len(recorded) == 2  # two optimiser steps per batch
 
     protos = ad._train_protos
@@ -79,8 +81,8 @@ def test_two_steps_with_carried_gradient(aligned: bool) -> None:
     # Step 2 at θ1 with the teacher from θ0 and the replayed keep masks.
     theta1 = copy.deepcopy(theta0)
     theta1.load_state_dict(recorded[0][1])
-    keep = training_keep_masks(batch.text_mask, batch.audio_mask, batch.vision_mask, replay)
-    mb = batch.with_missing(keep)
+    keep = mb.keep
+    assert keep is not None and mb.complete_view is batch
     miss = theta1(
         mb.text_ids,
         mb.text_mask,

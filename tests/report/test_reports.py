@@ -60,9 +60,9 @@ def test_table_marks_the_better_model_and_not_the_identical_one(tables) -> None:
     (table,) = tables
     assert table.baseline == "base" and table.models == ("base", "good", "same")
     rmfm, smm = table.blocks
-    assert rmfm.columns == ("0.0", "0.3", "0.5", "0.7", "1.0", "AUILC")
+    assert rmfm.columns == ("0.0", "0.3", "0.5", "0.7", "1.0", "AUILC", "RR", "ER")
     assert smm.columns == ("T", "A", "V", "TA", "TV", "AV", "TAV")
-    assert table.n_comparisons == 2 * (6 + 7)
+    assert table.n_comparisons == 2 * (6 + 1 + 7)  # ER is tested; RR (a ratio) is not
     y = labels()
     for col in ("0.0", "0.5", "AUILC"):
         good = rmfm.entries[("good", col)]
@@ -81,7 +81,7 @@ def test_markdown_footnote_and_markers(tables) -> None:
     text = render_markdown(tables)
     assert "good | " in text and "↑" in text and "↓" not in text.split("↑/↓")[0]
     assert "paired permutation test" in text and "Holm-corrected" in text
-    assert "α = 0.05" in text and "26 comparisons" in text
+    assert "α = 0.05" in text and "28 comparisons" in text
     assert "Δ [95% CI]" in text
     same_row = next(line for line in text.splitlines() if line.startswith("| same |"))
     assert "↑" not in same_row and "↓" not in same_row
