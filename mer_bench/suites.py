@@ -51,9 +51,10 @@ SUITES: dict[str, Suite] = {
         ),
         Suite(
             "lnln",
-            "random feature missing on all modalities at rates 0.0-0.9; each model trained with "
-            "its own recipe; headline = plain mean over the ten rates",
-            f"mode=RMFM,rate={_RATES_0_09}",
+            "random feature missing on all modalities at rates 0.0-0.9 on the IID unaligned "
+            "split (LNLN's setting); each model trained with its own recipe; headline = plain "
+            "mean over the ten rates",
+            f"distribution=iid,alignment=unaligned,mode=RMFM,rate={_RATES_0_09}",
             Aggregate.MEAN_0_09,
             (1111, 1112, 1113),
             "LNLN (NeurIPS 2024), with validation-selected checkpoints instead of test-selected",
@@ -61,8 +62,9 @@ SUITES: dict[str, Suite] = {
         Suite(
             "emt-dlfr",
             "one training per missing rate, trained and tested at that rate (random feature "
-            "missing on all modalities), rates 0.0-1.0, headline AUILC",
-            "mode=RMFM,regime=matched",
+            "missing on all modalities) on the IID unaligned split (EMT-DLFR's setting), rates "
+            "0.0-1.0, headline AUILC",
+            "distribution=iid,alignment=unaligned,mode=RMFM,regime=matched",
             Aggregate.AUILC,
             (1111, 1112, 1113),
             "EMT-DLFR (IEEE TAC 2023)",

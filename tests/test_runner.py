@@ -288,6 +288,7 @@ def test_cli_run_end_to_end_and_export(tiny_synth_root: Path, tmp_path: Path) ->
         "alignment",
         "task",
         "seed",
+        "regime",
         "mode",
         "rate",
         "condition",

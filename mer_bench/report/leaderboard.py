@@ -23,9 +23,9 @@ import numpy as np
 import pandas as pd
 
 from mer_bench.errors import DataError
-from mer_bench.metrics import mean_sd
+from mer_bench.metrics import Aggregate, mean_sd
 from mer_bench.protocol import PROTOCOL_VERSION, RATES, DataSetting, Mode, Task
-from mer_bench.report.data import PRIMARY, seed_auilc, select
+from mer_bench.report.data import PRIMARY, seed_auilc, seed_relative_robustness, select
 
 SCHEMA = "mer_bench.leaderboard/1"
 
@@ -73,6 +73,13 @@ def entry_from_rows(rows: pd.DataFrame, model: str, data: DataSetting) -> dict:
             }
             areas = {m: seed_auilc(rows_m, m) for m in task.info.curve_metrics}
             block["auilc"] = {m: _stat(a.to_numpy()) for m, a in areas.items() if not a.empty}
+            relative = {
+                m: seed_relative_robustness(rows_m, m, Aggregate.AUILC)
+                for m in task.info.curve_metrics
+            }
+            block["relative_robustness"] = {
+                m: _stat(r.to_numpy()) for m, r in relative.items() if not r.empty
+            }
         else:
             block["conditions"] = {
                 c: {m: _stat(part[m].to_numpy()) for m in metrics}
@@ -260,6 +267,21 @@ def _rank_value(entry: dict, metric: str) -> float:
     return float(np.mean(values)) if values else math.nan
 
 
+def _mean_rr(entry: dict, metric: str) -> float:
+    """Mean relative robustness (AUILC / clean score) over the rate-based modes (nan if none)."""
+    values = [
+        block["relative_robustness"][metric]["mean"]
+        for block in entry.get("modes", {}).values()
+        if metric in block.get("relative_robustness", {})
+        and block["relative_robustness"][metric]["mean"] is not None
+    ]
+    return float(np.mean(values)) if values else math.nan
+
+
+def _fmt_ratio(value: float) -> str:
+    return "–" if math.isnan(value) else f"{value:.3f}"
+
+
 def render_setting(entries: Sequence[dict], data: DataSetting) -> str:
     """Markdown for one setting: measured entries ranked by AUILC, then reported figures."""
     task: Task = data.task
@@ -277,24 +299,26 @@ def render_setting(entries: Sequence[dict], data: DataSetting) -> str:
     if measured:
         lines += [
             f"Ranked by AUILC of {metric} (mean over the rate-based modes); values mean ± sd "
-            "over seeds (ddof=1), %-scaled except MAE/Corr.",
+            "over seeds (ddof=1), %-scaled except MAE/Corr. RR: relative robustness, AUILC over "
+            "the clean (rate 0) score, mean over the rate-based modes.",
             "",
-            "| rank | model | mean AUILC | "
+            "| rank | model | regime | mean AUILC | "
             + " | ".join(f"AUILC {m}" for m in modes)
-            + f" | {metric} @ 0.0 | seeds | selection | date |",
-            "|---:|---|---:|" + "---:|" * len(modes) + "---:|---|---|---|",
+            + f" | RR | {metric} @ 0.0 | seeds | selection | date |",
+            "|---:|---|---|---:|" + "---:|" * len(modes) + "---:|---:|---|---|---|",
         ]
         for i, e in enumerate(measured, 1):
             rank_value = _rank_value(e, metric)
             first_mode = next((e["modes"][m] for m in modes if m in e["modes"]), {})
             clean = first_mode.get("rates", {}).get("0.0", {}).get(metric)
             lines.append(
-                f"| {i} | {e['model']} | "
+                f"| {i} | {e['model']} | {e.get('regime', 'native')} | "
                 + _fmt({"mean": None if math.isnan(rank_value) else rank_value}, metric)
                 + " | "
                 + " | ".join(
                     _fmt(e["modes"].get(m, {}).get("auilc", {}).get(metric), metric) for m in modes
                 )
+                + f" | {_fmt_ratio(_mean_rr(e, metric))}"
                 + f" | {_fmt(clean, metric)} | {len(e['seeds'])} | {e['selection']} | "
                 + f"{(e.get('provenance') or {}).get('date', '')} |"
             )

@@ -232,6 +232,10 @@ def test_leaderboard_merge_keeps_better_provenance(tmp_path) -> None:
     assert entry["provenance"]["git_hash"] == "abc123"
     auilc = entry["modes"]["RMFM"]["auilc"]["non0_acc2"]
     assert len(auilc["per_seed"]) == 3 and auilc["sd"] is not None
+    rr = entry["modes"]["RMFM"]["relative_robustness"]["non0_acc2"]
+    clean = entry["modes"]["RMFM"]["rates"]["0.0"]["non0_acc2"]["per_seed"]
+    assert rr["per_seed"] == pytest.approx([a / c for a, c in zip(auilc["per_seed"], clean)])
+    assert entry["regime"] == "native"
     assert set(entry["modes"]["SMM"]["conditions"]) == {"T", "A", "V", "TA", "TV", "AV", "TAV"}
     # a one-seed run must not silently replace the three-seed entry
     with ResultsStore(few, create=False) as store:
