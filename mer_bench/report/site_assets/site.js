@@ -8,8 +8,8 @@
     "#F0E442", "#000000"];
 
   function escapeText(text) {
-    return String(text).replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;")
-      .replace(/"/g, "&quot;");
+    // plotly decodes these three entities back; quotes are plain text to it
+    return String(text).replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;");
   }
 
   // ------------------------------------------------------------------ tables
