@@ -42,6 +42,11 @@ def add_site_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument(
         "--no-significance", action="store_true", help="skip the permutation tests (faster)"
     )
+    p.add_argument(
+        "--no-model-sizes",
+        action="store_true",
+        help="skip building each model to count its parameters (model pages)",
+    )
     p.set_defaults(handler=cmd_site)
     return p
 
@@ -74,6 +79,7 @@ def cmd_site(args: argparse.Namespace) -> int:
         n_boot_curves=args.curve_bootstrap,
         seed=args.seed,
         significance=not args.no_significance,
+        model_sizes=not args.no_model_sizes,
     )
     out = Path(args.out)
     pages = build_site(opts, out)

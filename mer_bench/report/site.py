@@ -105,6 +105,8 @@ class SiteOptions:
     """Bootstrap draws per curve band point (as ``plot``)."""
     seed: int = 0
     significance: bool = True
+    model_sizes: bool = True
+    """Build each model once per data setting to count its parameters (model pages)."""
 
 
 @dataclass(frozen=True)
@@ -557,7 +559,13 @@ def _setting_page(data_id: str, entries: list[SiteEntry], data: SiteData) -> tup
         '<label>metric <select id="curve-metric"></select></label>'
         '<div id="curve-charts"></div></section>'
     )
-    if chart_payload["smm"]["series"]:
+    if not measured:
+        charts = (
+            "<p>No measured entries for this data setting yet: run "
+            "<code>python -m mer_bench run</code> on it, then build the site with "
+            "<code>--results</code>.</p>"
+        )
+    elif chart_payload["smm"]["series"]:
         charts += (
             '<section id="smm"><h2>Specific-modality missing (SMM)</h2>'
             "<p>Rows: models; columns: the modalities kept. Mean over seeds.</p>"
@@ -567,9 +575,37 @@ def _setting_page(data_id: str, entries: list[SiteEntry], data: SiteData) -> tup
         f"<h1>{_e(data_id)}</h1>\n{intro}\n"
         f'<div class="controls">{"".join(filters)}'
         f'<span id="row-count"></span><span class="downloads">{" · ".join(downloads)}</span>'
-        f"</div>\n{table}\n{charts}\n{sig_html}\n" + _json_script("page-data", chart_payload)
+        f"</div>\n{table}\n{_reported_html(reported)}\n{charts}\n{sig_html}\n"
+        + (_json_script("page-data", chart_payload) if measured else "")
     )
     return _page(data_id, 1, body, (CHART_JS,)), csv_rows
+
+
+def _reported_html(reported: Sequence[tuple[SiteEntry, Mapping]]) -> str:
+    """Every published figure of the setting, all metrics, with its source and note."""
+    if not reported:
+        return ""
+    names = sorted({k for _, r in reported for k in (r.get("metrics") or {})})
+    head = "".join(
+        f'<th data-col="{_e(h)}" data-type="{"num" if h in names else "text"}" '
+        f'aria-sort="none" tabindex="0">{_e(h)}</th>'
+        for h in ["model", *names, "source", "note"]
+    )
+    rows = []
+    for s, r in reported:
+        metrics = r.get("metrics") or {}
+        cells = [_td("model", _e(s.model), s.model)]
+        for n in names:
+            v = metrics.get(n)
+            cells.append(_td(n, _e(_stat_text({"mean": v}, n)), "" if v is None else v))
+        cells.append(_td("source", f"<small>{_e(r.get('source', ''))}</small>", r.get("source")))
+        cells.append(_td("note", f"<small>{_e(r.get('note', ''))}</small>", r.get("note", "")))
+        rows.append(f"<tr>{''.join(cells)}</tr>")
+    return (
+        "<details><summary>Reported figures, all metrics</summary>"
+        f'<table class="board detail"><thead><tr>{head}</tr></thead>'
+        f"<tbody>{''.join(rows)}</tbody></table></details>"
+    )
 
 
 def _cell_value(s: SiteEntry, col: str) -> str:
@@ -747,7 +783,7 @@ def _significance_html(data_id: str, data: SiteData) -> str:
             parts.append(
                 f"<details><summary>{_e(t.metric)} — results {_e(src.label)}</summary>"
                 f"<p>{_e(t.caption())}</p>"
-                f'<table class="board sig-table"><thead><tr>{head}</tr></thead>'
+                f'<table class="board detail"><thead><tr>{head}</tr></thead>'
                 f"<tbody>{trs}</tbody></table><p><small>{_e(t.footnote())}</small></p></details>"
             )
     if not parts:
@@ -789,7 +825,86 @@ def _adapter_info(model: str) -> str:
     )
 
 
-def _model_page(model: str, entries: list[SiteEntry]) -> str:
+@dataclass(frozen=True)
+class ModelSize:
+    """Parameter counts of a model as built for one data setting."""
+
+    parameters: int
+    """Everything but the text encoder."""
+    text_encoder: int
+    built_from: str
+    """``stored run parameters`` or ``preset NAME``."""
+
+
+def model_size(model: str, data_id: str, params: Mapping | None = None) -> ModelSize:
+    """Build the model on CPU as ``describe`` does and count its parameters.
+
+    ``params`` are a run's resolved parameters; without them the dataset's preset is used.
+    Real data uses the published file dimensions and BERT-base shapes (no weights); synthetic
+    data the default synthetic files and the tiny random text encoder of a plain ``run``.
+    """
+    from mer_bench.adapters import AdapterContext, get_adapter
+    from mer_bench.protocol import Dataset
+    from mer_bench.runner import preset_name
+    from mer_bench.text_encoder import BERT_BASE_SHAPE
+
+    setting = DataSetting.parse(data_id)
+    cls = get_adapter(model)
+    built_from = "stored run parameters"
+    if params is None:
+        preset = preset_name(cls, setting.dataset)
+        params = cls.resolve_params(preset, {})
+        built_from = f"preset {preset}"
+    if setting.dataset is Dataset.SYNTH:
+        from mer_bench.data.loaders import load_bundle
+
+        spec, encoder = load_bundle(setting).spec, None
+    else:
+        from mer_bench.data.dims import published_spec
+
+        spec, encoder = published_spec(setting), BERT_BASE_SHAPE
+    adapter = cls(AdapterContext(spec=spec, task=setting.task, params=params, text_encoder=encoder))
+    prefixes = tuple(getattr(adapter, "text_encoder_prefixes", ("text_model.", "text_encoder.")))
+    named = dict(adapter.model.named_parameters())
+    text = sum(p.numel() for k, p in named.items() if k.startswith(prefixes))
+    return ModelSize(sum(p.numel() for p in named.values()) - text, text, built_from)
+
+
+def _sizes_html(model: str, entries: Sequence[SiteEntry]) -> str:
+    from mer_bench.errors import MerBenchError
+
+    rows = []
+    done: set[tuple[str, str]] = set()
+    for s in sorted(entries, key=lambda s: s.data_id):
+        if not s.entry.get("modes"):
+            continue
+        params = s.configs[0]["params"] if len(s.configs) == 1 else None
+        key = (s.data_id, json.dumps(params, sort_keys=True, default=str))
+        if key in done:
+            continue
+        done.add(key)
+        try:
+            size = model_size(model, s.data_id, params)
+        except MerBenchError as exc:
+            rows.append(f"<tr><td>{_e(s.data_id)}</td><td colspan=3>n/a: {_e(exc)}</td></tr>")
+            continue
+        rows.append(
+            f"<tr>{_td('data setting', _e(s.data_id))}"
+            f"{_td('parameters', f'{size.parameters:,}', size.parameters)}"
+            f"{_td('text encoder', f'{size.text_encoder:,}', size.text_encoder)}"
+            f"{_td('built from', _e(size.built_from))}</tr>"
+        )
+    if not rows:
+        return ""
+    return (
+        "<h2>Parameter counts</h2>"
+        '<table class="board detail"><thead><tr><th>data setting</th>'
+        "<th>parameters (without text encoder)</th><th>text encoder</th><th>built from</th>"
+        f"</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+    )
+
+
+def _model_page(model: str, entries: list[SiteEntry], sizes: bool = True) -> str:
     rows = []
     configs = []
     cells_html = []
@@ -813,7 +928,7 @@ def _model_page(model: str, entries: list[SiteEntry]) -> str:
                 _e(", ".join(str(x) for x in e.get("seeds") or [])),
                 len(e.get("seeds") or []),
             )
-            + _td("selection", _e(e.get("selection")), str(e.get("selection")))
+            + _td("selection", _e(e.get("selection") or "–"), str(e.get("selection") or ""))
             + _td("cells", str(len(cells)), len(cells))
             + _td("date", _e(prov.get("date", "")), prov.get("date", ""))
             + _td("git", _e(str(prov.get("git_hash") or "")[:10]), prov.get("git_hash") or "")
@@ -839,6 +954,8 @@ def _model_page(model: str, entries: list[SiteEntry]) -> str:
     )
     body = (
         f"<h1>{_e(model)}</h1>\n{_adapter_info(model)}\n"
+        + (_sizes_html(model, entries) if sizes else "")
+        + "\n"
         f'<h2>Entries</h2><table class="board"><thead><tr>{ths}</tr></thead>'
         f"<tbody>{''.join(rows)}</tbody></table>\n"
         "<h2>Configuration</h2>"
@@ -948,7 +1065,7 @@ def build_site(opts: SiteOptions, out: Path) -> list[Path]:
         by_model.setdefault(s.model, []).append(s)
     for model, entries in sorted(by_model.items()):
         path = out / "models" / f"{model_slug(model)}.html"
-        path.write_text(_model_page(model, entries), encoding="utf-8")
+        path.write_text(_model_page(model, entries, opts.model_sizes), encoding="utf-8")
         pages.append(path)
     exports = []
     for i, (_, frame) in enumerate(data.exports, 1):

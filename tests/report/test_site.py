@@ -12,7 +12,7 @@ import pytest
 
 from mer_bench.cli import main
 from mer_bench.report.data import Predictions, load_frame
-from mer_bench.report.site import SiteOptions, build_site
+from mer_bench.report.site import SiteOptions, build_site, model_size
 from mer_bench.report.tables import TableOptions, build_tables, tables_frame
 from mer_bench.store import ResultsStore
 from tests.conftest import ROOT
@@ -106,12 +106,26 @@ def test_curves_carry_bands_and_per_seed_values(site) -> None:
         assert not re.search(r"""(src|href)=["']?(https?:)?//""", text), page
 
 
-def test_model_page_has_config_cells_and_presets(tmp_path) -> None:
+def test_model_page_has_sizes_cells_and_presets(tmp_path, capsys) -> None:
     boards = hostile_leaderboards(tmp_path / "boards")
+    for other in ("cider", "self_mm"):  # one real model keeps the builds few
+        (boards / "synth" / "iid-aligned-binary" / f"{other}.json").unlink()
     out = tmp_path / "site"
     build_site(SiteOptions(leaderboards=boards, significance=False), out)
     page = (out / "models" / "mult.html").read_text()
     assert "presets" in page and "binary" in page
+    # parameter counts as `describe` prints them for the same setting and preset
+    assert (
+        main(
+            ["describe", "mult", "--dataset", "synth", "--alignment", "aligned", "--task", "binary"]
+        )
+        == 0
+    )
+    described = dict(line.split("\t") for line in capsys.readouterr().out.splitlines())
+    size = model_size("mult", "synth/iid/aligned/binary")
+    assert size.parameters == int(described["non_bert_parameters"])
+    assert size.text_encoder == int(described["bert_parameters"])
+    assert f"{size.parameters:,}" in page and f"preset {described['preset']}" in page
     assert "synth/iid/aligned/binary/RMFM@0.3" in page
     assert "synth/iid/aligned/binary/SMM[TA]" in page
 
@@ -119,7 +133,7 @@ def test_model_page_has_config_cells_and_presets(tmp_path) -> None:
 def test_text_from_files_is_escaped_and_extra_columns_render(tmp_path) -> None:
     boards = hostile_leaderboards(tmp_path / "boards")
     out = tmp_path / "site"
-    build_site(SiteOptions(leaderboards=boards, significance=False), out)
+    build_site(SiteOptions(leaderboards=boards, significance=False, model_sizes=False), out)
     for page in out.rglob("*.html"):
         text = page.read_text()
         assert "<img" not in text and "<b>finetune" not in text, page
@@ -141,7 +155,7 @@ def test_cli_site(tmp_path, store_dir, capsys) -> None:
     assert info.value.code == 0 and "--leaderboards" in capsys.readouterr().out
     out = tmp_path / "site"
     argv = ["site", "--results", str(store_dir), "--leaderboards", "none", "--out", str(out)]
-    assert main([*argv, "--no-significance", "--curve-bootstrap", "20"]) == 0
+    assert main([*argv, "--no-significance", "--no-model-sizes", "--curve-bootstrap", "20"]) == 0
     assert (out / "index.html").is_file() and (out / "data" / "results-1-metrics.csv").is_file()
     assert not (out / "data" / "synth-iid-aligned-binary-significance.csv").exists()
     capsys.readouterr()

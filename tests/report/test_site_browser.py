@@ -70,6 +70,7 @@ def site(tiny_synth_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
         "50",
         "--curve-bootstrap",
         "50",
+        "--no-model-sizes",
     ]
     assert main(argv) == 0
     return out
@@ -236,7 +237,18 @@ def test_hostile_text_stays_text(tmp_path: Path, browser) -> None:
     boards = hostile_leaderboards(tmp_path / "boards")
     out = tmp_path / "site"
     assert (
-        main(["site", "--leaderboards", str(boards), "--out", str(out), "--no-significance"]) == 0
+        main(
+            [
+                "site",
+                "--leaderboards",
+                str(boards),
+                "--out",
+                str(out),
+                "--no-significance",
+                "--no-model-sizes",
+            ]
+        )
+        == 0
     )
     errors = [m for m in _open(browser, out / PAGE) if m["level"] == "SEVERE"]
     assert errors == []

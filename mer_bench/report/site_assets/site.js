@@ -51,7 +51,7 @@
     const selects = Array.from(document.querySelectorAll("select[data-filter]"));
     let shown = 0;
     let total = 0;
-    document.querySelectorAll("table.board:not(.sig-table) tbody tr").forEach((row) => {
+    document.querySelectorAll("table.board:not(.detail) tbody tr").forEach((row) => {
       if (row.classList.contains("group")) return;
       total += 1;
       let ok = !query || row.textContent.toLowerCase().includes(query);
