@@ -19,10 +19,11 @@ def add_site_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--results",
-        action="append",
+        action="extend",
+        nargs="+",
         default=None,
         metavar="DIR",
-        help="results folder; repeat for several (default: none)",
+        help="results folder(s) (default: none)",
     )
     p.add_argument(
         "--leaderboards",

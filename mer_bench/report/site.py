@@ -452,8 +452,8 @@ def _setting_page(data_id: str, entries: list[SiteEntry], data: SiteData) -> tup
         prov_text = " · ".join(
             str(x)
             for x in (
-                prov.get("date"),
-                f"git {str(prov.get('git_hash'))[:10]}" if prov.get("git_hash") else None,
+                str(prov.get("date") or "")[:10],
+                f"git {str(prov.get('git_hash'))[:7]}" if prov.get("git_hash") else None,
                 f"mer_bench {prov.get('mer_bench')}" if prov.get("mer_bench") else None,
                 f"{prov.get('n_cells')} cells" if prov.get("n_cells") else None,
                 f"protocol {e.get('protocol_version')}",
