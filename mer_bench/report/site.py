@@ -34,9 +34,9 @@ from mer_bench.protocol import CONDITIONS, RATES, DataSetting, Mode, Task, Train
 from mer_bench.report.data import AUILC, PRIMARY, Predictions, load_frame, select
 from mer_bench.report.leaderboard import (
     entries_from_frame,
-    load_entries,
     model_slug,
     rank_value,
+    read_entry,
 )
 from mer_bench.report.plots import CurvePoint, curve_band, display_name
 from mer_bench.report.tables import (
@@ -160,7 +160,15 @@ def load_leaderboards(root: Path) -> list[SiteEntry]:
     if not root.is_dir():
         raise ConfigError(f"--leaderboards {root} is not a folder")
     source = Source(SourceKind.LEADERBOARD, str(root))
-    return [SiteEntry(e, source, _extras(e)) for e in load_entries(root)]
+    out = []
+    for path in sorted(root.glob("*/*/*.json")):
+        entry = read_entry(path)
+        setting = entry["setting"]
+        if not isinstance(setting, dict) or any(k not in setting for k in SETTING_AXES):
+            raise DataError(f"{path}: 'setting' needs {', '.join(SETTING_AXES)}")
+        DataSetting.parse("/".join(str(setting[k]) for k in SETTING_AXES))  # valid axis values
+        out.append(SiteEntry(entry, source, _extras(entry)))
+    return out
 
 
 def load_results(folder: Path, opts: SiteOptions, data: SiteData) -> None:
@@ -483,7 +491,7 @@ def _setting_page(data_id: str, entries: list[SiteEntry], data: SiteData) -> tup
                 s.model,
             ),
             *(_td(c, _e(extras.get(c, "")), extras.get(c, "")) for c in extra_cols),
-            _td("source", "reported", "reported"),
+            _td("source", SourceKind.REPORTED.value, SourceKind.REPORTED.value),
             _td("mean AUILC", "–", ""),
             *(_td(f"AUILC {m}", "–", "") for m in modes),
             _td(
@@ -501,7 +509,7 @@ def _setting_page(data_id: str, entries: list[SiteEntry], data: SiteData) -> tup
                 {
                     "data_setting": data_id,
                     "model": s.model,
-                    "source": "reported",
+                    "source": SourceKind.REPORTED.value,
                     "source_detail": r.get("source", ""),
                     **extras,
                     "mode": "",
@@ -527,7 +535,11 @@ def _setting_page(data_id: str, entries: list[SiteEntry], data: SiteData) -> tup
     for col in ["source", *extra_cols, "selection"]:
         values = sorted(
             {_cell_value(s, col) for s in measured}
-            | ({"reported"} if reported and col in ("source", "selection") else set())
+            | (
+                {SourceKind.REPORTED.value}
+                if reported and col in ("source", "selection")
+                else set()
+            )
         )
         options = "".join(f'<option value="{_e(v)}">{_e(v)}</option>' for v in values)
         filters.append(
