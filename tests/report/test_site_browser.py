@@ -260,4 +260,5 @@ def test_hostile_text_stays_text(tmp_path: Path, browser) -> None:
         "return Array.from(document.querySelectorAll('#curve-RMFM .legend .traces'))"
         ".map(t => t.textContent)"
     )
-    assert HOSTILE in legend
+    # the legend names the extra axis value too, as text
+    assert f"{HOSTILE} · <b>finetune</b>" in legend
