@@ -180,6 +180,8 @@ class _Board:
     extra_cols: tuple[str, ...]
     marks: dict[Source, dict[tuple[str, str, str], _Mark]] = field(hash=False)
     """Per results folder: (model, mode, column) → the ``table`` mark."""
+    baselines: dict[Source, str] = field(hash=False, default_factory=dict)
+    """Per results folder: the model the marks compare against."""
 
     @property
     def rate0(self) -> str:
@@ -212,6 +214,11 @@ def _board(data_id: str, entries: Sequence[SiteEntry], data: SiteData) -> _Board
         extra_cols=tuple(sorted({k for s in entries for k, _ in s.extras})),
         marks={
             src: _marks(tables, metric) for (src, d), tables in data.tables.items() if d == data_id
+        },
+        baselines={
+            src: tables[0].baseline
+            for (src, d), tables in data.tables.items()
+            if d == data_id and tables
         },
     )
 
@@ -247,7 +254,14 @@ def _measured_row(board: _Board, rank: int, s: SiteEntry) -> str:
     score = rank_value(e, metric)
     cells = [
         _td("rank", str(rank), rank),
-        _td("model", _model_link(s.model), s.model),
+        _td(
+            "model",
+            _model_link(s.model),
+            s.model,
+            ' <small class="baseline">(baseline)</small>'
+            if board.baselines.get(s.source) == s.model
+            else "",
+        ),
         *(_td(c, _e(extras.get(c, "")), extras.get(c, "")) for c in board.extra_cols),
         _td(
             "source",

@@ -80,6 +80,8 @@ def test_significance_marks_match_table(site, store_dir) -> None:
     (good,) = [r for r in rows if ">good</a>" in r]
     (same,) = [r for r in rows if ">same</a>" in r]
     assert 'class="sig better"' in good
+    (base,) = [r for r in rows if ">base</a>" in r]
+    assert "(baseline)" in base and "(baseline)" not in good
     assert "↑" not in same and "↓" not in same
     assert 'id="significance"' in html
 
