@@ -724,6 +724,10 @@ def _sizes_html(model: str, entries: Sequence[SiteEntry]) -> str:
         '<table class="board detail"><thead><tr><th>data setting</th>'
         "<th>parameters (without text encoder)</th><th>text encoder</th><th>built from</th>"
         f"</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+        "<p><small>Counted as <code>python -m mer_bench describe</code> does: real data with "
+        "the published file dimensions and BERT-base shapes, synthetic data with the default "
+        "synthetic files and the tiny random text encoder. A run with another "
+        "<code>--data-root</code> or <code>--text-encoder</code> may differ.</small></p>"
     )
 
 
