@@ -461,11 +461,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=cmd_import_checkpoint)
 
     from mer_bench.report_cli import add_leaderboard_parser, add_plot_parser, add_table_parser
+    from mer_bench.site_cli import add_site_parser
     from mer_bench.tune_cli import add_tune_parser
 
     add_plot_parser(sub)
     add_table_parser(sub)
     add_leaderboard_parser(sub)
+    add_site_parser(sub)
     add_tune_parser(sub)
 
     return parser

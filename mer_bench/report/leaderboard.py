@@ -257,7 +257,7 @@ def _fmt(stat: dict | None, metric: str) -> str:
     return text
 
 
-def _rank_value(entry: dict, metric: str) -> float:
+def rank_value(entry: dict, metric: str) -> float:
     """Mean AUILC over the entry's rate-based modes (nan if none)."""
     values = [
         block["auilc"][metric]["mean"]
@@ -290,7 +290,7 @@ def render_setting(entries: Sequence[dict], data: DataSetting) -> str:
     measured = [e for e in entries if e.get("modes")]
 
     def order(e: dict) -> tuple[int, float]:
-        v = _rank_value(e, metric)
+        v = rank_value(e, metric)
         return (1, 0.0) if math.isnan(v) else (0, v if lower else -v)
 
     measured.sort(key=order)
@@ -308,12 +308,12 @@ def render_setting(entries: Sequence[dict], data: DataSetting) -> str:
             "|---:|---|---|---:|" + "---:|" * len(modes) + "---:|---:|---|---|---|",
         ]
         for i, e in enumerate(measured, 1):
-            rank_value = _rank_value(e, metric)
+            score = rank_value(e, metric)
             first_mode = next((e["modes"][m] for m in modes if m in e["modes"]), {})
             clean = first_mode.get("rates", {}).get("0.0", {}).get(metric)
             lines.append(
                 f"| {i} | {e['model']} | {e.get('regime', 'native')} | "
-                + _fmt({"mean": None if math.isnan(rank_value) else rank_value}, metric)
+                + _fmt({"mean": None if math.isnan(score) else score}, metric)
                 + " | "
                 + " | ".join(
                     _fmt(e["modes"].get(m, {}).get("auilc", {}).get(metric), metric) for m in modes

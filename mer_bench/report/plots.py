@@ -126,6 +126,52 @@ def _colours(models: Sequence[str]) -> dict[str, tuple[str, str]]:
 # --------------------------------------------------------------------------- curves
 
 
+@dataclass(frozen=True)
+class CurvePoint:
+    """One point of a degradation curve: the metric at one rate over seeds, with its band."""
+
+    rate: float
+    mean: float
+    sd: float
+    per_seed: tuple[tuple[int, float], ...]
+    """(seed, value) pairs, seeds ascending."""
+    ci_low: float
+    ci_high: float
+    """95% paired bootstrap interval over the seeds shared by every rate, and samples."""
+
+
+def curve_band(
+    rows: pd.DataFrame,
+    preds: Predictions,
+    task: Task,
+    metric: str,
+    *,
+    n_boot: int = 500,
+    seed: int = 0,
+) -> list[CurvePoint]:
+    """The curve of one model in one (data setting, mode): a point per rate present.
+
+    One set of bootstrap draws serves every rate, so the band is paired across the curve.
+    """
+    rates = [r for r in RATES if np.isclose(rows["rate"].astype(float), r).any()]
+    if not rates:
+        return []
+    cells = [rows[np.isclose(rows["rate"].astype(float), r)] for r in rates]
+    common = sorted(set.intersection(*(set(c["seed"]) for c in cells)))
+    views = [preds.view(c[c["seed"].isin(common)], task, metric) for c in cells]
+    weights = bootstrap_weights(
+        len(common), views[0].truth.shape[1], n_boot, np.random.default_rng(seed)
+    )
+    points = []
+    for rate, cell, view in zip(rates, cells, views):
+        cell = cell.sort_values("seed")
+        mean, sd = mean_sd(cell[metric].to_numpy())
+        lo, hi = percentile_ci(bootstrap_values([view], weights))
+        per_seed = tuple((int(s), float(v)) for s, v in zip(cell["seed"], cell[metric]))
+        points.append(CurvePoint(rate, mean, sd, per_seed, lo, hi))
+    return points
+
+
 def degradation_curves(
     rows_d: pd.DataFrame, preds: Predictions, data_id: str, opts: PlotOptions, out: Path
 ) -> list[Path]:
@@ -153,24 +199,13 @@ def degradation_curves(
             rows_m = rows_d[rows_d["mode"] == mode.value]
             for model in models:
                 rows = rows_m[rows_m["model"] == model]
-                rates = [r for r in RATES if np.isclose(rows["rate"].astype(float), r).any()]
-                if not rates:
+                band = curve_band(rows, preds, task, metric, n_boot=opts.n_boot, seed=opts.seed)
+                if not band:
                     continue
-                means, lows, highs = [], [], []
-                cells = [rows[np.isclose(rows["rate"].astype(float), r)] for r in rates]
-                common = sorted(set.intersection(*(set(c["seed"]) for c in cells)))
-                views = [preds.view(c[c["seed"].isin(common)], task, metric) for c in cells]
-                weights = bootstrap_weights(
-                    len(common),
-                    views[0].truth.shape[1],
-                    opts.n_boot,
-                    np.random.default_rng(opts.seed),
-                )
-                for cell, view in zip(cells, views):
-                    means.append(mean_sd(cell[metric].to_numpy())[0])
-                    lo, hi = percentile_ci(bootstrap_values([view], weights))
-                    lows.append(lo)
-                    highs.append(hi)
+                rates = [p.rate for p in band]
+                means = [p.mean for p in band]
+                lows = [p.ci_low for p in band]
+                highs = [p.ci_high for p in band]
                 colour, marker = style[model]
                 area = seed_auilc(rows, metric)
                 label = display_name(model)
