@@ -279,7 +279,7 @@ def model_size(model: str, data_id: str, params: Mapping | None = None) -> Model
         from mer_bench.data.dims import published_spec
 
         spec, encoder = published_spec(setting), BERT_BASE_SHAPE
-    adapter = cls(AdapterContext(spec=spec, task=setting.task, params=params, text_encoder=encoder))
+    adapter = cls(AdapterContext.create(spec, params, data=setting, text_encoder=encoder))
     prefixes = tuple(getattr(adapter, "text_encoder_prefixes", ("text_model.", "text_encoder.")))
     named = dict(adapter.model.named_parameters())
     text = sum(p.numel() for k, p in named.items() if k.startswith(prefixes))

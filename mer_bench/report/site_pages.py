@@ -99,7 +99,9 @@ def _rate_modes(entries: Iterable[SiteEntry]) -> list[str]:
 
 def _short_label(s: SiteEntry) -> str:
     """The short model name and any extra axis values (e.g. a training regime)."""
-    return " · ".join([display_name(s.model), *(v for _, v in s.extras)])
+    # A non-default regime is already part of a system's name (``mult[clean]``).
+    shown = (v for k, v in s.extras if not (k == "regime" and v in ("native", "")))
+    return " · ".join([display_name(s.model), *shown])
 
 
 def _series_label(s: SiteEntry, clash: set[str]) -> str:
