@@ -236,38 +236,48 @@ def _run_with_progress(plans, opts: RunOptions, n_cells: int):
 
 
 def _print_summary(opts: RunOptions) -> None:
-    """Per model × data setting: headline metric at rate 0 and AUILC per mode (mean over seeds)."""
+    """Per system (model × training regime) × data setting: headline metric at rate 0 and the
+    curve summary per mode (the suite's: AUILC, or the mean over rates 0–0.9), mean over seeds."""
     from rich.console import Console
     from rich.table import Table
 
-    from mer_bench.metrics import auilc
-    from mer_bench.protocol import RATES, Task
+    from mer_bench.metrics import Aggregate
+    from mer_bench.protocol import Task
+    from mer_bench.report.data import with_systems
     from mer_bench.store import ResultsStore
+    from mer_bench.suites import get_suite
 
+    agg = get_suite(opts.suite).aggregate if opts.suite else Aggregate.AUILC
+    curve_rates = agg.curve.rates
     with ResultsStore(opts.out) as store:
         frame = store.results_frame(primary_only=True)
     if frame.empty:
         return
-    frame = frame[frame["model"].isin(opts.models)]
-    table = Table(title=f"mer_bench summary ({opts.out}; mean over seeds)")
+    frame = with_systems(frame[frame["model"].isin(opts.models)])
+    table = Table(title=f"mer_bench summary ({opts.out}; {agg.value} per mode, mean over seeds)")
     for col in ("model", "setting", "metric", "@0", "RMFM", "RMFM_same", "RMM", "TMFM", "STMFM"):
         table.add_column(col, justify="left" if col in ("model", "setting", "metric") else "right")
     groups = defaultdict(dict)
     for row in frame.itertuples(index=False):
         data_id = "/".join(row.cell_id.split("/")[:4])
         metrics = json.loads(row.metrics)
-        groups[(row.model, data_id)].setdefault(row.seed, []).append((row.mode, row.rate, metrics))
-    for (model, data_id), seeds in sorted(groups.items()):
+        key = (row.model, data_id)
+        groups[key].setdefault(row.setting_id, []).append((row.mode, row.rate, metrics))
+    for (model, data_id), runs in sorted(groups.items()):
         task = Task(data_id.split("/")[3])
         metric = task.info.curve_metrics[0]
+        # matched-regime runs hold one rate each: join them into one curve per seed
+        seeds: dict[str, list] = defaultdict(list)
+        for setting_id, rows in runs.items():
+            seeds[setting_id.split("/seed")[1].split("/")[0]].extend(rows)
         cols = {}
         at0 = []
         for mode in ("RMFM", "RMFM_same", "RMM", "TMFM", "STMFM"):
             areas = []
             for rows in seeds.values():
                 curve = {r: m[metric] for md, r, m in rows if md == mode and r is not None}
-                if len(curve) == len(RATES):
-                    areas.append(auilc([curve[r] for r in RATES]))
+                if all(r in curve for r in curve_rates):
+                    areas.append(agg.curve.of([curve[r] for r in curve_rates]))
                 if mode == "RMFM" and 0.0 in curve:
                     at0.append(curve[0.0])
             cols[mode] = f"{sum(areas) / len(areas):.3f}" if areas else "-"
