@@ -73,6 +73,16 @@ class DLFRLosses:
     attraction: dict[str, torch.Tensor]
     reconstruction: dict[str, torch.Tensor]
 
+    def detached(self) -> DLFRLosses:
+        """The same values without their autograd graph (safe to keep between steps)."""
+        return DLFRLosses(
+            self.total.detach(),
+            self.task_missing.detach(),
+            self.task_complete.detach(),
+            {k: v.detach() for k, v in self.attraction.items()},
+            {k: v.detach() for k, v in self.reconstruction.items()},
+        )
+
 
 def dlfr_objective(
     out: Mapping[str, torch.Tensor],
