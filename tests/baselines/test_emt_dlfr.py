@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from baselines.emt_dlfr.adapter import EMTDLFRAdapter
+from baselines.emt_dlfr.adapter import EMTDLFRAdapter, thin_frames
 from baselines.emt_dlfr.model import EMTDLFR, EMTDLFRConfig, ViewInputs
 from mer_bench.adapters import AdapterContext, get_adapter
 from mer_bench.batch import Batch, SplitTensors
@@ -72,6 +72,8 @@ def make_adapter(
     spec = spec or make_spec()
     alignment = Alignment.ALIGNED if spec.aligned else Alignment.UNALIGNED
     data = DataSetting(Dataset.SYNTH, Distribution.IID, alignment, spec.task)
+    # Every frame, whatever the preset: these tests check the model, not synth's shortcut.
+    overrides = {"frame_stride": 1, **overrides}
     params = EMTDLFRAdapter.resolve_params(preset, overrides)
     torch.manual_seed(seed)
     ctx = AdapterContext(data=data, spec=spec, params=params, text_encoder=text_encoder)
@@ -586,3 +588,21 @@ def test_conformance_suite_passes() -> None:
     failures = [f"{r.task}/{r.alignment} {r.check}: {r.detail}" for r in results if not r.ok]
     assert not failures, failures
     assert {r.task for r in results} == {"binary", "seven", "regression"}
+
+
+def test_frame_stride_thins_both_views_and_their_masks() -> None:
+    spec = make_spec(lengths=(12, 20, 24))
+    batch = corrupted_batch(spec, n=6)
+    thin = thin_frames(batch, 4)
+    assert thin.audio.shape[1] == 5 and thin.vision.shape[1] == 6
+    assert torch.equal(thin.audio, batch.audio[:, ::4])
+    assert torch.equal(thin.complete_view.audio, batch.complete_view.audio[:, ::4])
+    assert torch.equal(thin.keep.vision, batch.keep.vision[:, ::4])
+    # The thinned length masks are exactly the first ceil(length / stride) frames.
+    assert torch.equal(thin.audio_mask.sum(1), thin.audio_lengths)
+    assert torch.equal(thin.vision_mask.sum(1), thin.vision_lengths)
+    assert torch.equal(thin.text_ids, batch.text_ids)
+    assert thin_frames(batch, 1) is batch
+    adapter = make_adapter(spec, frame_stride=4)
+    adapter.train_mode()
+    assert torch.isfinite(adapter.train_step(batch, torch.Generator()))
