@@ -49,13 +49,15 @@ Deviations, stated honestly:
   own lengths, which equal the text lengths in aligned files.
 - ``packed=false`` (preset ``synth`` only) runs the LSTMs over the padded input; the model's
   outputs and losses are the same function (see ``EMTDLFRConfig.packed``).
-- ``frame_stride`` > 1 (preset ``synth`` only; 1 everywhere else) keeps every k-th audio/vision
-  frame of both views before the model sees them (masks, lengths and reconstruction targets
-  follow), a CPU-time shortcut for the synthetic benchmark, not part of the original.
+- ``downsample_to`` > 0 (preset ``synth`` only; 0 = off everywhere else) keeps every k-th
+  audio/vision frame of both views before the model sees them, k = ceil(L / downsample_to) per
+  stream (masks, lengths and reconstruction targets follow): a CPU-time shortcut for the
+  synthetic benchmark, not part of the original.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any, ClassVar
@@ -115,7 +117,7 @@ _MOSI: dict[str, Any] = {
     "fixed_masks": False,
     "missing_seed": 111,
     "packed": True,
-    "frame_stride": 1,
+    "downsample_to": 0,
 }
 
 _MOSEI: dict[str, Any] = {
@@ -142,8 +144,8 @@ _PAPER_MOSEI: dict[str, Any] = {**_MOSEI, "fixed_masks": True}
 # Small and fast for the synthetic benchmark on a 2-core CPU: narrow LSTMs, one fusion layer of
 # width 16, a tiny random BERT (which needs a larger learning rate than a pretrained one), no
 # accumulation (synth has ~10 training batches per epoch), the padded-input LSTM and every 8th
-# audio/vision frame (``frame_stride``: the local self-attention over 375/500 frames is
-# quadratic and dominated the CPU time; 1 = every frame, as in every other preset).
+# audio/vision frame (``downsample_to``: the local self-attention over 375/500 frames is
+# quadratic and dominated the CPU time; aligned 50-step streams are not thinned).
 _SYNTH: dict[str, Any] = {
     **_MOSI,
     # The classification heads sit on a plateau for ~4 epochs on synth before they move.
@@ -171,7 +173,7 @@ _SYNTH: dict[str, Any] = {
     "post_fusion_dim": 32,
     "post_fusion_dropout": 0.0,
     "packed": False,
-    "frame_stride": 8,
+    "downsample_to": 64,
 }
 
 # The original states no tuning ranges; these bracket its MOSI and MOSEI values.
@@ -209,24 +211,25 @@ _CONFIG_KEYS: tuple[str, ...] = tuple(
 )
 
 
-def thin_frames(batch: Batch, stride: int) -> Batch:
-    """Every ``stride``-th audio/vision frame of a batch (and of its complete view), with the
-    lengths, validity masks and keep-masks that go with them; text is untouched."""
-    if stride == 1:
+def thin_frames(batch: Batch, audio_stride: int, vision_stride: int) -> Batch:
+    """Every k-th audio / vision frame of a batch (and of its complete view), with the lengths,
+    validity masks and keep-masks that go with them; text is untouched."""
+    if audio_stride == vision_stride == 1:
         return batch
+    a, v = audio_stride, vision_stride
     keep = batch.keep
     if keep is not None:
-        keep = KeepMasks(keep.text, keep.audio[:, ::stride], keep.vision[:, ::stride])
+        keep = KeepMasks(keep.text, keep.audio[:, ::a], keep.vision[:, ::v])
     return replace(
         batch,
-        audio=batch.audio[:, ::stride],
-        vision=batch.vision[:, ::stride],
-        audio_mask=batch.audio_mask[:, ::stride],
-        vision_mask=batch.vision_mask[:, ::stride],
-        audio_lengths=(batch.audio_lengths + stride - 1) // stride,
-        vision_lengths=(batch.vision_lengths + stride - 1) // stride,
+        audio=batch.audio[:, ::a],
+        vision=batch.vision[:, ::v],
+        audio_mask=batch.audio_mask[:, ::a],
+        vision_mask=batch.vision_mask[:, ::v],
+        audio_lengths=(batch.audio_lengths + a - 1) // a,
+        vision_lengths=(batch.vision_lengths + v - 1) // v,
         keep=keep,
-        complete=None if batch.complete is None else thin_frames(batch.complete, stride),
+        complete=None if batch.complete is None else thin_frames(batch.complete, a, v),
     )
 
 
@@ -259,6 +262,14 @@ class EMTDLFRAdapter(Adapter):
 
     def __init__(self, ctx: AdapterContext) -> None:
         super().__init__(ctx)
+        target = int(self._param("downsample_to"))
+        spec = ctx.spec
+        self.frame_strides: tuple[int, int] = (
+            (1, 1)
+            if target == 0
+            else (math.ceil(spec.audio_len / target), math.ceil(spec.vision_len / target))
+        )
+        """Audio / vision frame strides applied before the model (``downsample_to``)."""
         self._pending = 0
         """Batches back-propagated in the current accumulation group."""
         self.last_losses: DLFRLosses | None = None
@@ -279,8 +290,8 @@ class EMTDLFRAdapter(Adapter):
         rate = float(self._param("train_missing_rate"))
         if not 0.0 <= rate <= 1.0:
             raise ConfigError(f"emt_dlfr train_missing_rate must be in [0, 1], got {rate}")
-        if int(self._param("frame_stride")) < 1:
-            raise ConfigError("emt_dlfr frame_stride must be >= 1")
+        if int(self._param("downsample_to")) < 0:
+            raise ConfigError("emt_dlfr downsample_to must be >= 0 (0 = off)")
         longest = max(spec.audio_len, spec.vision_len, spec.text_len)
         try:
             cfg = EMTDLFRConfig(
@@ -392,7 +403,7 @@ class EMTDLFRAdapter(Adapter):
     def train_step(self, batch: Batch, generator: torch.Generator) -> torch.Tensor:
         if self.optimizer is None:
             self.optimizer = self.configure_optimizer()
-        batch = thin_frames(batch, int(self.ctx.params["frame_stride"]))
+        batch = thin_frames(batch, *self.frame_strides)
         if batch.size < 2:
             # Training-mode BatchNorm cannot normalise one sample (see the module docstring).
             return torch.zeros((), device=batch.label.device)
@@ -415,7 +426,7 @@ class EMTDLFRAdapter(Adapter):
         return losses.total.detach()
 
     def predict(self, batch: Batch) -> dict[str, torch.Tensor]:
-        batch = thin_frames(batch, int(self.ctx.params["frame_stride"]))
+        batch = thin_frames(batch, *self.frame_strides)
         output = self.model.predict(_view(batch))  # type: ignore[operator]
         if self.ctx.task is Task.REGRESSION:
             return {"score": output.view(-1)}

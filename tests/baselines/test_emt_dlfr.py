@@ -73,7 +73,7 @@ def make_adapter(
     alignment = Alignment.ALIGNED if spec.aligned else Alignment.UNALIGNED
     data = DataSetting(Dataset.SYNTH, Distribution.IID, alignment, spec.task)
     # Every frame, whatever the preset: these tests check the model, not synth's shortcut.
-    overrides = {"frame_stride": 1, **overrides}
+    overrides = {"downsample_to": 0, **overrides}
     params = EMTDLFRAdapter.resolve_params(preset, overrides)
     torch.manual_seed(seed)
     ctx = AdapterContext(data=data, spec=spec, params=params, text_encoder=text_encoder)
@@ -590,10 +590,10 @@ def test_conformance_suite_passes() -> None:
     assert {r.task for r in results} == {"binary", "seven", "regression"}
 
 
-def test_frame_stride_thins_both_views_and_their_masks() -> None:
+def test_downsampling_thins_both_views_and_their_masks() -> None:
     spec = make_spec(lengths=(12, 20, 24))
     batch = corrupted_batch(spec, n=6)
-    thin = thin_frames(batch, 4)
+    thin = thin_frames(batch, 4, 4)
     assert thin.audio.shape[1] == 5 and thin.vision.shape[1] == 6
     assert torch.equal(thin.audio, batch.audio[:, ::4])
     assert torch.equal(thin.complete_view.audio, batch.complete_view.audio[:, ::4])
@@ -602,7 +602,8 @@ def test_frame_stride_thins_both_views_and_their_masks() -> None:
     assert torch.equal(thin.audio_mask.sum(1), thin.audio_lengths)
     assert torch.equal(thin.vision_mask.sum(1), thin.vision_lengths)
     assert torch.equal(thin.text_ids, batch.text_ids)
-    assert thin_frames(batch, 1) is batch
-    adapter = make_adapter(spec, frame_stride=4)
+    assert thin_frames(batch, 1, 1) is batch
+    adapter = make_adapter(spec, downsample_to=5)
+    assert adapter.frame_strides == (4, 5)  # ceil(20 / 5), ceil(24 / 5)
     adapter.train_mode()
     assert torch.isfinite(adapter.train_step(batch, torch.Generator()))
