@@ -29,15 +29,16 @@ the seed axis varies the training masks too.
 
 Training rate and protocol. The original trains one model per missing rate and tests it at that
 rate. By default mer_bench trains once and tests every cell, so one training rate must be chosen:
-``train_missing_rate`` = 0.5 (the middle of the evaluated range); the per-rate protocol is the
-harness's business (train with ``--set train_missing_rate=r`` and test at r), the model does not
-know which regime produced its batches.
+``train_missing_rate`` = 0.5 (the middle of the evaluated range). The per-rate protocol is the
+harness's business (train with ``--set emt_dlfr.train_missing_rate=r`` into its own results
+folder and select the cells at rate r); the model does not know which regime produced its
+batches. Training seeds are the harness's (the original uses 111, 1111 and 11111).
 
 Deviations, stated honestly:
 
 - Model selection and early stopping are the harness's: the task's validation metric on the
-  complete validation view (MAE for regression), with patience ``patience`` and a safety cap
-  ``max_epochs``. The original selects on the validation *total* loss (both views, every loss
+  complete validation view (MAE of the incomplete-view head for regression), with patience
+  ``patience`` and a safety cap ``max_epochs``. The original selects on the validation *total* loss (both views, every loss
   term) of the validation split corrupted at the training rate, with no epoch cap; the adapter
   contract gives the model no say in selection, so that criterion cannot be expressed.
 - Classification tasks (binary = neg/neu/pos, seven): the head outputs C logits and both task
