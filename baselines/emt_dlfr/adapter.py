@@ -30,9 +30,10 @@ the seed axis varies the training masks too.
 Training rate and protocol. The original trains one model per missing rate and tests it at that
 rate. By default mer_bench trains once and tests every cell, so one training rate must be chosen:
 ``train_missing_rate`` = 0.5 (the middle of the evaluated range). The per-rate protocol is the
-harness's business (train with ``--set emt_dlfr.train_missing_rate=r`` into its own results
-folder and select the cells at rate r); the model does not know which regime produced its
-batches. Training seeds are the harness's (the original uses 111, 1111 and 11111).
+harness's ``matched`` training regime (``run --suite emt-dlfr``, or ``regime=matched`` in a
+selector: one training per rate r, corrupted at r, tested at r); the model does not know which
+regime produced its batches. Training seeds are the harness's (the original uses 111, 1111 and
+11111).
 
 Deviations, stated honestly:
 
