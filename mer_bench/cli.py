@@ -219,6 +219,9 @@ def cmd_describe(args: argparse.Namespace) -> int:
     bert_prefixes = getattr(adapter, "text_encoder_prefixes", ("text_model.", "text_encoder."))
     state = model.state_dict()
     params_named = dict(model.named_parameters())
+    # A module registered at several paths (shared weights) repeats in the state dict; every
+    # path of a parameter is still a parameter, while the counts below stay de-duplicated.
+    param_paths = {name for name, _ in model.named_parameters(remove_duplicate=False)}
     non_bert = {k: v for k, v in state.items() if not k.startswith(tuple(bert_prefixes))}
     n_non_bert = sum(
         p.numel() for k, p in params_named.items() if not k.startswith(tuple(bert_prefixes))
@@ -228,7 +231,7 @@ def cmd_describe(args: argparse.Namespace) -> int:
         print("name\tshape\tkind")
         for name, tensor in non_bert.items():
             shape = "x".join(str(s) for s in tensor.shape) or "1"
-            print(f"{name}\t{shape}\t{'param' if name in params_named else 'buffer'}")
+            print(f"{name}\t{shape}\t{'param' if name in param_paths else 'buffer'}")
         return 0
     print(f"model\t{cls.name}")
     print(f"setting\t{setting.id}")

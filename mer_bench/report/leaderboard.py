@@ -326,18 +326,31 @@ def render_setting(entries: Sequence[dict], data: DataSetting) -> str:
     reported = [(e["model"], r) for e in entries for r in e.get("reported", [])]
     if reported:
         names = sorted({k for _, r in reported for k in r.get("metrics", {})})
+        # Figures produced under another protocol (e.g. a paper's AUILC over per-rate models)
+        # carry it in ``protocol``; without one a figure is a complete-data result.
+        with_protocol = any(r.get("protocol") for _, r in reported)
+        header = (
+            "Reported figures (from the papers / reproductions named; not produced by "
+            "mer_bench; complete data, no missing modality, unless the protocol column says "
+            "otherwise):"
+            if with_protocol
+            else "Reported figures (from the papers / reproductions named; complete data, no "
+            "missing modality; not produced by mer_bench):"
+        )
+        protocol_head = " protocol |" if with_protocol else ""
         lines += [
-            "Reported figures (from the papers / reproductions named; complete data, no missing "
-            "modality; not produced by mer_bench):",
+            header,
             "",
-            "| model | " + " | ".join(names) + " | source |",
-            "|---|" + "---:|" * len(names) + "---|",
+            "| model | " + " | ".join(names) + " | source |" + protocol_head,
+            "|---|" + "---:|" * len(names) + "---|" + ("---|" if with_protocol else ""),
         ]
         for model, r in reported:
+            protocol = f" {r.get('protocol') or 'complete data'} |" if with_protocol else ""
             lines.append(
                 f"| {model} | "
                 + " | ".join(_fmt({"mean": r["metrics"].get(n)}, n) for n in names)
                 + f" | {r['source']} |"
+                + protocol
             )
         lines.append("")
     return "\n".join(lines)

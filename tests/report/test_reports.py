@@ -258,8 +258,30 @@ def test_leaderboard_merge_keeps_better_provenance(tmp_path) -> None:
 def test_committed_reported_figures_parse() -> None:
     data = json.loads((Path(__file__).parents[2] / "leaderboards" / "reported.json").read_text())
     items = data["reported"]
-    assert {i["model"] for i in items} == {"mult", "self_mm"}
+    assert {"mult", "self_mm", "emt_dlfr"} <= {i["model"] for i in items}
     for item in items:
         assert item["source"] and item["setting"].split("/")[0] in ("mosi", "mosei")
         for name, value in item["metrics"].items():
             assert 0 < value < 1 or name == "mae", (item["setting"], name, value)
+    # EMT-DLFR's published AUILC rows are labelled as such, never as complete-data figures.
+    auilc = [i for i in items if i["model"] == "emt_dlfr" and "AUILC" in i.get("protocol", "")]
+    assert {i["setting"] for i in auilc} == {
+        "mosi/iid/unaligned/regression",
+        "mosei/iid/unaligned/regression",
+    }
+
+
+def test_reported_figures_show_their_protocol(tmp_path) -> None:
+    from mer_bench.protocol import DataSetting
+    from mer_bench.report.leaderboard import render_setting
+
+    data = DataSetting.parse("mosi/iid/unaligned/regression")
+    plain = {"model": "a", "reported": [{"source": "S1", "metrics": {"mae": 0.7}}]}
+    assert "protocol" not in render_setting([plain], data)
+    other = {
+        "model": "b",
+        "reported": [{"source": "S2", "metrics": {"mae": 1.1}, "protocol": "AUILC per rate"}],
+    }
+    text = render_setting([plain, other], data)
+    assert "| source | protocol |" in text
+    assert "| S1 | complete data |" in text and "| S2 | AUILC per rate |" in text
