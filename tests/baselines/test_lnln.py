@@ -1,0 +1,261 @@
+"""LNLN baseline: state-dict parity with the original, its quirks (GRL on the prediction path,
+discriminator input, per-epoch schedule) and adapter behaviour."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import baselines.lnln.model as lnln_model
+from baselines.lnln.model import LNLN, LNLNConfig, LNLNInputs
+from mer_bench.data.types import CLS_ID, SEP_ID
+
+# Tiny shapes: every test runs in well under a second.
+SMALL = {
+    "dim": 16,
+    "tokens": 4,
+    "heads": 2,
+    "dim_head": 8,
+    "mlp_dim": 16,
+    "embed_depth": 2,
+    "hyper_depth": 3,
+    "hyper_heads": 2,
+    "fusion_depth": 2,
+}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread() -> object:
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def small_model(**overrides: int) -> LNLN:
+    torch.manual_seed(0)
+    cfg = LNLNConfig(
+        audio_dim=5,
+        vision_dim=7,
+        text_len=10,
+        audio_len=12,
+        vision_len=14,
+        **{**SMALL, **overrides},
+    )
+    return LNLN(cfg)
+
+
+def small_inputs(b: int = 3, seed: int = 0) -> LNLNInputs:
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(1000, 2000, (b, 10), generator=g)
+    mask = torch.ones(b, 10, dtype=torch.int64)
+    mask[:, 7:] = 0
+    ids = ids * mask
+    ids[:, 0] = CLS_ID
+    ids[:, 6] = SEP_ID
+    return LNLNInputs(
+        ids,
+        mask,
+        torch.zeros_like(ids),
+        torch.randn(b, 12, 5, generator=g),
+        torch.randn(b, 14, 7, generator=g),
+    )
+
+
+# --------------------------------------------------------------------------- parity
+
+
+def _table(model: LNLN) -> list[str]:
+    params = dict(model.named_parameters())
+    rows = ["name\tshape\tkind"]
+    for name, tensor in model.state_dict().items():
+        if name.startswith(lnln_model.BERT_PREFIX):
+            continue
+        shape = "x".join(str(s) for s in tensor.shape)
+        rows.append(f"{name}\t{shape}\t{'param' if name in params else 'buffer'}")
+    return rows
+
+
+def _mosei_from_mosi(mosi: list[str]) -> list[str]:
+    """The original MOSEI table, derived from the MOSI one: audio 74-d over 500 frames, vision
+    35-d, and a 4-layer fusion cross-transformer (layers 2, 3 named like layers 0, 1)."""
+    out: list[str] = []
+    fusion = "dmml.2.CrossTransformerEncoder.layers."
+    layer1 = [r for r in mosi if r.startswith(fusion + "1.")]
+    for row in mosi:
+        name, shape, kind = row.split("\t")
+        shape = {
+            "proj_a.0.weight": "128x74",
+            "proj_v.0.weight": "128x35",
+            "proj_a.1.pos_embedding": "1x508x128",
+        }.get(name, shape)
+        out.append(f"{name}\t{shape}\t{kind}")
+        if row == layer1[-1]:
+            for i in (2, 3):
+                out += [r.replace(fusion + "1.", f"{fusion}{i}.") for r in layer1]
+    return out
+
+
+@pytest.fixture
+def bert768(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A 768-wide, 1-layer random BERT: the original's geometry for everything outside BERT
+    (the parity listing was made the same way), built in a fraction of bert-base's time."""
+    import transformers
+
+    config = transformers.BertConfig(
+        vocab_size=64,
+        hidden_size=768,
+        num_hidden_layers=1,
+        num_attention_heads=12,
+        intermediate_size=256,
+        max_position_embeddings=64,
+    )
+    monkeypatch.setattr(lnln_model, "build_text_encoder", lambda _: transformers.BertModel(config))
+
+
+@pytest.mark.usefixtures("bert768")
+def test_mosi_state_dict_matches_the_original(reference_tsv: list[str]) -> None:
+    model = LNLN(LNLNConfig())  # the original MOSI configuration
+    assert _table(model) == reference_tsv
+    non_bert = sum(
+        p.numel() for n, p in model.named_parameters() if not n.startswith(lnln_model.BERT_PREFIX)
+    )
+    assert non_bert == 6_483_012
+    assert not list(model.buffers()) or all(
+        n.startswith(lnln_model.BERT_PREFIX) for n, _ in model.named_buffers()
+    )
+
+
+@pytest.mark.usefixtures("bert768")
+def test_mosei_state_dict_is_the_original_mosei_configuration(reference_tsv: list[str]) -> None:
+    cfg = LNLNConfig(audio_dim=74, vision_dim=35, audio_len=500, vision_len=500, fusion_depth=4)
+    model = LNLN(cfg)
+    table = _table(model)
+    assert table == _mosei_from_mosi(reference_tsv)
+    assert len(table) - 1 == 420 + 2 * 17
+    non_bert = sum(
+        p.numel() for n, p in model.named_parameters() if not n.startswith(lnln_model.BERT_PREFIX)
+    )
+    # + audio/vision input widths, + 125 audio positions, + two fusion layers of 296,320.
+    assert non_bert == 6_483_012 + 128 * 69 + 128 * 15 + 125 * 128 + 2 * 296_320
+
+
+@pytest.fixture(scope="module")
+def reference_tsv() -> list[str]:
+    from tests.conftest import REFERENCE_DIR
+
+    path = REFERENCE_DIR / "lnln_state_dict_mosi_unaligned.tsv"
+    if not path.is_file():
+        pytest.skip(f"reference table not found at {path}")
+    return path.read_text().splitlines()
+
+
+def test_initialisation_follows_the_original() -> None:
+    model = small_model()
+    assert torch.equal(model.h_hyper, torch.ones_like(model.h_hyper))
+    assert torch.equal(model.h_p, torch.ones_like(model.h_p))
+    extras = [p for n, p in model.named_parameters() if n.endswith("extra_token")]
+    assert extras and all(not p.any() for p in extras)
+    pos = model.proj_a[1].pos_embedding
+    assert 0.7 < float(pos.detach().std()) < 1.3  # randn, std 1
+
+
+# --------------------------------------------------------------------------- forward
+
+
+def test_forward_shapes_train_and_eval() -> None:
+    model = small_model()
+    x, c = small_inputs(4), small_inputs(4, seed=1)
+    out = model(x, c)
+    assert out["sentiment_preds"].shape == (4, 1)
+    assert out["w"].shape == (4, 1)
+    # 2B samples × T tokens rows: the mixed feature then the complete-language tokens.
+    assert out["effectiveness_discriminator_out"].shape == (2 * 4 * 4, 2)
+    assert out["rec_feats"].shape == out["complete_feats"].shape == (4, 3 * 4, 16)
+    model.eval()
+    with torch.no_grad():
+        ev = model(x)
+    assert set(ev) == {"sentiment_preds", "w"}
+    one = model(small_inputs(1))
+    assert one["sentiment_preds"].shape == (1, 1)
+
+
+def test_prediction_is_per_sample() -> None:
+    """No batch coupling: a sample's prediction does not depend on its batch mates."""
+    model = small_model().eval()
+    x = small_inputs(5)
+    with torch.no_grad():
+        full = model(x)["sentiment_preds"]
+        parts = [
+            model(LNLNInputs(*(t[i : i + 1] for t in lnln_model._fields(x))))["sentiment_preds"]
+            for i in range(5)
+        ]
+    torch.testing.assert_close(full, torch.cat(parts), atol=1e-5, rtol=1e-5)
+
+
+def test_grl_reverses_the_prediction_gradient_into_the_proxy_path(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Q-5: the sentiment loss's gradient into the proxy generator and h_p is negated; the
+    completeness check (on the language path) is not affected."""
+    x = small_inputs(3)
+
+    def grads() -> dict[str, torch.Tensor]:
+        model = small_model()
+        model(x)["sentiment_preds"].sum().backward()
+        return {
+            "h_p": model.h_p.grad.clone(),
+            "proxy": model.proxy_dominate_modality_generator.pos_embedding.grad.clone(),
+            "check": model.completeness_check[1][0].weight.grad.clone(),
+            "head": model.dmml[3].weight.grad.clone(),
+        }
+
+    reversed_ = grads()
+    monkeypatch.setattr(lnln_model, "grad_reverse", lambda t: t)
+    plain = grads()
+    for name in ("h_p", "proxy"):
+        assert plain[name].abs().sum() > 0, name
+        torch.testing.assert_close(reversed_[name], -plain[name])
+    for name in ("check", "head"):
+        assert plain[name].abs().sum() > 0, name
+        torch.testing.assert_close(reversed_[name], plain[name])
+
+
+def test_grad_reverse_is_identity_forward_and_negates_backward() -> None:
+    x = torch.randn(3, 4, requires_grad=True)
+    y = lnln_model.grad_reverse(x)
+    assert torch.equal(y, x)
+    (y * torch.arange(4.0)).sum().backward()
+    torch.testing.assert_close(x.grad, -torch.arange(4.0).expand(3, 4))
+
+
+def test_hyper_layer_adds_the_shift_to_the_normalised_state() -> None:
+    """Q-8: h_hyper ← LayerNorm4(h_hyper) + shift, not h_hyper + shift."""
+    torch.manual_seed(0)
+    layer = lnln_model.HyperModalityLayer(16, 2)
+    lang, audio, vision = (torch.randn(2, 4, 16) for _ in range(3))
+    hyper = torch.randn(2, 4, 16) * 5 + 3
+    shift = layer.fn(layer.norm1(lang), layer.norm2(audio), layer.norm3(vision))
+    torch.testing.assert_close(layer(lang, audio, vision, hyper), layer.norm4(hyper) + shift)
+
+
+def test_hyper_layers_read_the_language_encoder_hidden_states_in_order() -> None:
+    model = small_model().eval()
+    h = torch.randn(2, 4, 16)
+    hidden = model.dmml[0](h)
+    assert len(hidden) == 3
+    torch.testing.assert_close(hidden[0], h + model.dmml[0].pos_embedding)
+
+
+def test_frame_pooling_shortens_the_positional_table_and_keeps_padding_zero() -> None:
+    model = small_model(pool_frames_to=4)
+    assert model.proj_a[1].pos_embedding.shape[1] == 4 + 4  # ceil(12 / 3) + T
+    assert model.proj_v[1].pos_embedding.shape[1] == 4 + 4  # ceil(14 / 4) + T
+    x = torch.arange(14.0).view(1, 14, 1)
+    pooled = model._pool(x)
+    torch.testing.assert_close(pooled.view(-1), torch.tensor([1.5, 5.5, 9.5, 12.5 / 2]))
+    assert np.isfinite(model(small_inputs(2))["sentiment_preds"].detach().numpy()).all()
+    assert not math.isnan(float(model(small_inputs(2))["w"].sum()))
