@@ -289,6 +289,7 @@ def _coerce(key: str, value: Any, default: Any) -> Any:
 _BUILTINS: dict[str, str] = {
     "cider": "cider.adapter:CIDerAdapter",
     "cider_fixed": "cider.adapter:CIDerFixedAdapter",
+    "lnln": "baselines.lnln.adapter:LNLNAdapter",
     "mult": "baselines.mult.adapter:MulTAdapter",
     "self_mm": "baselines.self_mm.adapter:SelfMMAdapter",
 }

@@ -193,6 +193,11 @@ def test_export_without_store_is_an_error(tmp_path: Path, capsys) -> None:
             ["--alignment", "aligned", "--task", "regression"],
             "mult_state_dict_mmsa_mosi_aligned.tsv",
         ),
+        (
+            "lnln",
+            ["--alignment", "unaligned", "--task", "regression"],
+            "lnln_state_dict_mosi_unaligned.tsv",
+        ),
     ],
 )
 def test_describe_state_dict_matches_reference_tables(

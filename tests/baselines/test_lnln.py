@@ -10,8 +10,15 @@ import pytest
 import torch
 
 import baselines.lnln.model as lnln_model
+from baselines.lnln.adapter import LNLNAdapter, _inputs, language_missing_rate, lr_factor
 from baselines.lnln.model import LNLN, LNLNConfig, LNLNInputs
-from mer_bench.data.types import CLS_ID, SEP_ID
+from mer_bench.adapters import AdapterContext
+from mer_bench.batch import KeepMasks, SplitTensors
+from mer_bench.conformance import tiny_spec, tiny_split
+from mer_bench.corruption import CorruptionKind
+from mer_bench.data.types import CLS_ID, SEP_ID, Split
+from mer_bench.errors import ConfigError
+from mer_bench.protocol import Alignment, Task
 
 # Tiny shapes: every test runs in well under a second.
 SMALL = {
@@ -258,4 +265,161 @@ def test_frame_pooling_shortens_the_positional_table_and_keeps_padding_zero() ->
     pooled = model._pool(x)
     torch.testing.assert_close(pooled.view(-1), torch.tensor([1.5, 5.5, 9.5, 12.5 / 2]))
     assert np.isfinite(model(small_inputs(2))["sentiment_preds"].detach().numpy()).all()
-    assert not math.isnan(float(model(small_inputs(2))["w"].sum()))
+    assert not math.isnan(float(model(small_inputs(2))["w"].detach().sum()))
+
+
+# --------------------------------------------------------------------------- adapter
+
+
+def make_adapter(
+    task: Task = Task.REGRESSION, preset: str = "synth", **overrides: object
+) -> tuple[LNLNAdapter, Split]:
+    spec = tiny_spec(task, Alignment.UNALIGNED)
+    split = tiny_split(spec, 24, seed=1)
+    params = LNLNAdapter.resolve_params(preset, {**SMALL, "pool_frames_to": 0, **overrides})
+    torch.manual_seed(0)
+    return LNLNAdapter(AdapterContext.create(spec, params)), split
+
+
+@pytest.mark.parametrize(
+    ("epoch", "factor"),
+    [
+        (1, 0.0),  # Q-3: epoch 1 trains at lr 0
+        (2, 1 / 20),
+        (21, 1.0),
+        (22, 1.0),
+        (112, 0.5),
+        (200, 0.5 * (1 + math.cos(math.pi * 178 / 180))),
+    ],
+)
+def test_lr_factor_is_the_original_warmup_then_cosine(epoch: int, factor: float) -> None:
+    assert lr_factor(epoch, 20, 180) == pytest.approx(factor, abs=1e-12)
+
+
+@pytest.mark.filterwarnings("ignore:Detected call of `lr_scheduler.step\\(\\)` before")
+def test_schedule_steps_once_per_epoch_through_the_hooks() -> None:
+    """The adapter's LambdaLR, driven by on_epoch_start/on_epoch_end as the fit loop drives it,
+    gives the original's learning rates at epochs 1, 2, 21 and 200 (200 ≈ 3.0e-8)."""
+    adapter, _ = make_adapter(preset="paper")
+    seen = {}
+    for epoch in range(1, 201):
+        adapter.on_epoch_start(epoch)
+        seen[epoch] = adapter.optimizer.param_groups[0]["lr"]
+        adapter.on_epoch_end(epoch)
+    assert seen[1] == 0.0
+    assert seen[2] == pytest.approx(5e-6)
+    assert seen[21] == pytest.approx(1e-4)
+    assert seen[200] == pytest.approx(3.0458e-8, rel=1e-3)
+    assert isinstance(adapter.optimizer, torch.optim.AdamW)
+    assert len(adapter.optimizer.param_groups) == 1  # BERT in the same group (Q-4)
+    assert adapter.optimizer.param_groups[0]["weight_decay"] == 1e-4
+
+
+def test_epoch_one_moves_no_parameter_but_advances_adamw() -> None:
+    adapter, split = make_adapter(preset="paper")
+    adapter.on_epoch_start(1)
+    adapter.train_mode()
+    before = {k: v.clone() for k, v in adapter.model.state_dict().items()}
+    data = SplitTensors(split, adapter.ctx.task)
+    batch = data.batch(torch.arange(8))
+    adapter.train_step(batch, torch.Generator())
+    assert all(torch.equal(before[k], v) for k, v in adapter.model.state_dict().items())
+    state = adapter.optimizer.state[adapter.model.h_hyper]
+    assert int(state["step"]) == 1 and state["exp_avg_sq"].abs().sum() > 0
+    adapter.on_epoch_end(1)
+    adapter.on_epoch_start(2)
+    adapter.train_step(batch, torch.Generator())
+    assert not torch.equal(before["dmml.3.weight"], adapter.model.state_dict()["dmml.3.weight"])
+
+
+def test_training_corruption_is_the_original_mixture() -> None:
+    adapter, _ = make_adapter(preset="mosi")
+    c = adapter.training_corruption()
+    assert c is not None and c.kind is CorruptionKind.MIXTURE
+    assert (c.p_complete, c.r_max, c.per_epoch) == (0.5, 1.0, True)
+    paper, _ = make_adapter(preset="paper")
+    assert paper.training_corruption().per_epoch is False  # fixed masks (Q-1)
+    clean, _ = make_adapter(preset="mosi", train_missing=False)
+    assert clean.training_corruption() is None
+
+
+def test_presets_mosi_mosei_paper() -> None:
+    p = LNLNAdapter.presets
+    assert p["mosi"]["fusion_depth"] == 2 and p["mosei"]["fusion_depth"] == 4
+    assert p["paper"]["max_epochs"] == p["paper"]["patience"] == 200
+    for name in ("mosi", "mosei", "paper"):
+        assert (p[name]["alpha"], p[name]["beta"], p[name]["gamma"], p[name]["sigma"]) == (
+            0.9,
+            0.8,
+            0.1,
+            1.0,
+        )
+        assert (p[name]["dim"], p[name]["tokens"], p[name]["batch_size"]) == (128, 8, 64)
+    assert set(LNLNAdapter.search_space) <= set(p["mosi"])
+
+
+def test_language_missing_rate_counts_droppable_tokens_only() -> None:
+    spec = tiny_spec(Task.REGRESSION, Alignment.UNALIGNED)
+    data = SplitTensors(tiny_split(spec, 4, seed=2), Task.REGRESSION)
+    batch = data.batch(torch.arange(4))
+    assert torch.equal(language_missing_rate(batch), torch.zeros(4))
+    valid = batch.text_mask.bool()
+    lengths = batch.text_mask.sum(dim=1)
+    keep_text = valid.clone()
+    # Drop half of sample 0's droppable tokens and all of sample 1's; samples 2-3 stay complete.
+    droppable0 = torch.arange(1, int(lengths[0]) - 1)
+    keep_text[0, droppable0[: len(droppable0) // 2]] = False
+    keep_text[1, 1 : int(lengths[1]) - 1] = False
+    keep = KeepMasks(keep_text, batch.audio_mask.bool(), batch.vision_mask.bool())
+    rate = language_missing_rate(batch.with_missing(keep))
+    torch.testing.assert_close(
+        rate, torch.tensor([(len(droppable0) // 2) / len(droppable0), 1.0, 0.0, 0.0])
+    )
+
+
+def test_loss_terms_use_the_complete_view_and_the_original_weights() -> None:
+    adapter, split = make_adapter()
+    data = SplitTensors(split, Task.REGRESSION)
+    batch = data.batch(torch.arange(6))
+    corruption = adapter.training_corruption()
+    corrupted = corruption.apply(batch, seed=3, epoch=1)
+    assert corrupted.keep is not None and corrupted.complete_view is not corrupted
+    adapter.model.train()
+    terms = adapter.losses(corrupted)
+    assert set(terms) == {"cc", "adv", "rec", "sp"}
+    assert all(torch.isfinite(t) for t in terms.values())
+    # Zero weights switch the auxiliary terms off: only the sentiment MSE is left.
+    off, _ = make_adapter(alpha=0.0, beta=0.0, gamma=0.0)
+    off.model.train()
+    t = off.losses(corrupted)
+    assert float(t["cc"]) == float(t["adv"]) == float(t["rec"]) == 0.0
+    off.model.eval()  # no BERT dropout: the two passes below are comparable
+    with torch.no_grad():
+        out = off.model(_inputs(corrupted), _inputs(corrupted.complete_view))
+        c_l, c_a, c_v = off.model.embed(_inputs(batch))
+        _, h_a, _ = off.model.embed(_inputs(corrupted))
+    # The discriminator sees 2·B·T token rows; the reconstruction targets are the complete view's
+    # embeddings, the reconstructors read the corrupted view's.
+    assert out["effectiveness_discriminator_out"].shape == (2 * 6 * 4, 2)
+    torch.testing.assert_close(out["complete_feats"], torch.cat((c_a, c_v, c_l), dim=1))
+    assert not torch.allclose(h_a, c_a)
+    torch.testing.assert_close(out["rec_feats"][:, :4], off.model.reconstructor[0](h_a))
+
+
+def test_classification_head_and_scores() -> None:
+    adapter, split = make_adapter(Task.SEVEN)
+    assert adapter.model.dmml[3].out_features == 7
+    data = SplitTensors(split, Task.SEVEN)
+    adapter.model.eval()
+    with torch.no_grad():
+        out = {k: v.numpy() for k, v in adapter.predict(data.batch(torch.arange(5))).items()}
+    scores = adapter.scores(out, {})
+    assert scores.shape == (5, 7)
+    np.testing.assert_allclose(scores.sum(axis=1), 1.0, rtol=1e-5)
+
+
+def test_unknown_or_bad_parameters_are_config_errors() -> None:
+    with pytest.raises(ConfigError, match="hyper_heads"):
+        make_adapter(dim=18, hyper_heads=4)
+    with pytest.raises(ConfigError, match="cosine_epochs"):
+        make_adapter(cosine_epochs=0)
