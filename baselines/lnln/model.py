@@ -102,6 +102,11 @@ def _split_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
     return x.view(b, n, heads, -1).transpose(1, 2)
 
 
+def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """softmax(q·kᵀ / sqrt(d_head))·v over (B, H, n, d) heads, without mask."""
+    return F.scaled_dot_product_attention(q, k, v)
+
+
 def _merge_heads(x: torch.Tensor) -> torch.Tensor:
     b, h, n, d = x.shape
     return x.transpose(1, 2).reshape(b, n, h * d)
@@ -121,7 +126,7 @@ class Attention(nn.Module):
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         h = self.heads
-        out = F.scaled_dot_product_attention(
+        out = _attend(
             _split_heads(self.to_q(q), h),
             _split_heads(self.to_k(k), h),
             _split_heads(self.to_v(v), h),
@@ -271,10 +276,10 @@ class HyperModalityAttention(nn.Module):
     ) -> torch.Tensor:
         h = self.heads
         q = _split_heads(self.to_q(lang), h)
-        out_a = F.scaled_dot_product_attention(
+        out_a = _attend(
             q, _split_heads(self.to_k_ta(audio), h), _split_heads(self.to_v_ta(audio), h)
         )
-        out_v = F.scaled_dot_product_attention(
+        out_v = _attend(
             q, _split_heads(self.to_k_tv(vision), h), _split_heads(self.to_v_tv(vision), h)
         )
         return self.to_out(_merge_heads(out_a + out_v))

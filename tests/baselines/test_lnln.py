@@ -391,7 +391,7 @@ def test_loss_terms_use_the_complete_view_and_the_original_weights() -> None:
     # Zero weights switch the auxiliary terms off: only the sentiment MSE is left.
     off, _ = make_adapter(alpha=0.0, beta=0.0, gamma=0.0)
     off.model.train()
-    t = off.losses(corrupted)
+    t = {k: v.detach() for k, v in off.losses(corrupted).items()}
     assert float(t["cc"]) == float(t["adv"]) == float(t["rec"]) == 0.0
     off.model.eval()  # no BERT dropout: the two passes below are comparable
     with torch.no_grad():
@@ -423,3 +423,15 @@ def test_unknown_or_bad_parameters_are_config_errors() -> None:
         make_adapter(dim=18, hyper_heads=4)
     with pytest.raises(ConfigError, match="cosine_epochs"):
         make_adapter(cosine_epochs=0)
+
+
+def test_attention_is_scaled_softmax_without_mask() -> None:
+    torch.manual_seed(0)
+    attn = lnln_model.Attention(16, heads=2, dim_head=8)
+    q, kv = torch.randn(2, 3, 16), torch.randn(2, 5, 16)
+    heads = [
+        t.view(2, -1, 2, 8).transpose(1, 2) for t in (attn.to_q(q), attn.to_k(kv), attn.to_v(kv))
+    ]
+    probs = torch.softmax(heads[0] @ heads[1].transpose(-1, -2) / math.sqrt(8), dim=-1)
+    merged = (probs @ heads[2]).transpose(1, 2).reshape(2, 3, 16)
+    torch.testing.assert_close(attn(q, kv, kv), attn.to_out(merged))
