@@ -210,6 +210,15 @@ def test_describe_state_dict_matches_reference_tables(
     assert capsys.readouterr().out == (REFERENCE_DIR / table).read_text()
 
 
+def test_describe_lnln_mosei_uses_the_depth_4_fusion(capsys: pytest.CaptureFixture[str]) -> None:
+    """MOSEI's preset: 74-d audio over 500 frames, 35-d vision, 4 fusion layers (2 on MOSI)."""
+    argv = ["describe", "lnln", "--dataset", "mosei", "--alignment", "unaligned"]
+    assert main([*argv, "--task", "regression"]) == 0
+    out = capsys.readouterr().out
+    assert "preset\tmosei" in out and "non_bert_state_entries\t454" in out
+    assert "non_bert_parameters\t7102404" in out and "bert_parameters\t109482240" in out
+
+
 def test_describe_counts_and_set(capsys: pytest.CaptureFixture[str]) -> None:
     argv = ["describe", "cider", "--dataset", "mosi", "--alignment", "unaligned"]
     assert main(argv) == 0
