@@ -435,3 +435,47 @@ def test_attention_is_scaled_softmax_without_mask() -> None:
     probs = torch.softmax(heads[0] @ heads[1].transpose(-1, -2) / math.sqrt(8), dim=-1)
     merged = (probs @ heads[2]).transpose(1, 2).reshape(2, 3, 16)
     torch.testing.assert_close(attn(q, kv, kv), attn.to_out(merged))
+
+
+@pytest.mark.parametrize("preset", ["mosi", "paper"])
+def test_fit_hands_train_step_the_harness_corrupted_view(preset: str) -> None:
+    """Through the harness's fit loop: train_step gets corrupted batches with the complete view
+    attached; the masks change between epochs unless the preset fixes them (Q-1)."""
+    from mer_bench.data.types import DatasetBundle
+    from mer_bench.protocol import Dataset, DataSetting, Distribution
+    from mer_bench.train import FitConfig, fit
+
+    adapter, split = make_adapter(preset=preset, warmup_epochs=0, cosine_epochs=2)
+    spec = adapter.ctx.spec
+    valid = tiny_split(spec, 8, seed=5, name="valid")
+    data = DataSetting(Dataset.SYNTH, Distribution.IID, Alignment.UNALIGNED, Task.REGRESSION)
+    bundle = DatasetBundle(data, split, valid, valid, spec)
+    seen: dict[int, list[tuple[torch.Tensor, torch.Tensor]]] = {}
+    original = adapter.train_step
+
+    def spy(batch, generator):  # type: ignore[no-untyped-def]
+        assert batch.keep is not None and batch.complete_view is not batch
+        assert torch.equal(batch.complete_view.text_mask, batch.text_mask)
+        seen.setdefault(adapter.epoch_seen, []).append((batch.index, batch.keep.audio))
+        return original(batch, generator)
+
+    adapter.train_step = spy  # type: ignore[method-assign]
+    hook = adapter.on_epoch_start
+
+    def start(epoch: int) -> None:
+        adapter.epoch_seen = epoch  # type: ignore[attr-defined]
+        hook(epoch)
+
+    adapter.on_epoch_start = start  # type: ignore[method-assign]
+    result = fit(adapter, bundle, 1111, FitConfig(max_epochs=2, patience=2, batch_size=8))
+    assert len(result.history) == 2 and all(math.isfinite(r.train_loss) for r in result.history)
+
+    def by_sample(epoch: int) -> torch.Tensor:
+        pairs = seen[epoch]
+        index = torch.cat([i for i, _ in pairs])
+        keep = torch.cat([k for _, k in pairs])
+        return keep[torch.argsort(index)]
+
+    first, second = by_sample(1), by_sample(2)
+    assert not bool(first.all())  # some frames were dropped
+    assert torch.equal(first, second) is (preset == "paper")
