@@ -74,11 +74,11 @@ _MOSI: dict[str, Any] = {
     "pool_frames_to": 0,
 }
 
-# configs/train_mosei.yaml: identical except the fusion cross-transformer depth (Q-9).
+# configs/train_mosei.yaml: identical except the fusion cross-transformer depth.
 _MOSEI: dict[str, Any] = {**_MOSI, "fusion_depth": 4}
 
 # The original's full run: all 200 epochs (validation still picks the epoch) and the training
-# masks fixed for the whole run, as the released 8-worker loader in effect leaves them (Q-1).
+# masks fixed for the whole run, as the released 8-worker loader in effect leaves them.
 _PAPER: dict[str, Any] = {**_MOSI, "patience": 200, "fixed_masks": True}
 _PAPER_MOSEI: dict[str, Any] = {**_PAPER, "fusion_depth": 4}
 
@@ -132,7 +132,7 @@ _CONFIG_KEYS: tuple[str, ...] = (
 
 
 def lr_factor(epoch: int, warmup_epochs: int, cosine_epochs: int) -> float:
-    """The original's learning-rate multiplier for 1-based ``epoch`` (Q-3).
+    """The original's learning-rate multiplier for 1-based ``epoch``.
 
     Warm-up: epochs 1 … W+1 run at (e − 1)/W (so epoch 1 runs at lr 0), then cosine annealing
     over ``cosine_epochs`` from epoch W+2: ½·(1 + cos(π·(e − W − 2)/C)). With W = 0 the cosine
@@ -224,7 +224,9 @@ class LNLNAdapter(Adapter):
         return LNLN(self.model_config(), self.ctx.text_encoder)
 
     def training_corruption(self) -> TrainCorruption | None:
-        """Half of the (sample, modality) pairs complete, the rest at a rate ~ U(0, 1)."""
+        """Per (sample, modality): complete with probability ``train_p_complete`` (0.5), else a
+        rate ~ U(0, ``train_r_max``) (1.0); None with ``train_missing=false`` (the paper's
+        "w/o missing data for training" ablation)."""
         if not bool(self._param("train_missing")):
             return None
         return TrainCorruption(
@@ -236,7 +238,7 @@ class LNLNAdapter(Adapter):
 
     # ------------------------------------------------------------------ optimisation
     def configure_optimizer(self) -> torch.optim.Optimizer:
-        """AdamW, one group for every parameter (BERT too, Q-4), and the per-epoch schedule."""
+        """AdamW, one group for every parameter (BERT too), and the per-epoch schedule."""
         optimizer = torch.optim.AdamW(
             [q for q in self.model.parameters() if q.requires_grad],
             lr=float(self._param("lr")),
@@ -258,12 +260,6 @@ class LNLNAdapter(Adapter):
         if self.scheduler is not None:
             self.scheduler.step()
 
-    def current_lr(self) -> float:
-        """The learning rate the next training step uses."""
-        if self.optimizer is None:
-            self.optimizer = self.configure_optimizer()
-        return float(self.optimizer.param_groups[0]["lr"])
-
     # ------------------------------------------------------------------ train / predict
     def losses(self, batch: Batch) -> dict[str, torch.Tensor]:
         """The four weighted loss terms for a (possibly corrupted) training batch."""
@@ -279,7 +275,7 @@ class LNLNAdapter(Adapter):
         l_cc = F.mse_loss(out["w"].view(-1), target_w)
         logits = out["effectiveness_discriminator_out"]
         rows = logits.shape[0] // 2
-        # h_d tokens are class 1, the complete-language tokens class 0 (Q-6).
+        # h_d tokens are class 1, the complete-language tokens class 0, as in the original.
         adv_labels = torch.cat(
             (
                 torch.ones(rows, dtype=torch.long, device=logits.device),

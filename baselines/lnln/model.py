@@ -298,7 +298,7 @@ class HyperModalityLayer(nn.Module):
         self, lang: torch.Tensor, audio: torch.Tensor, vision: torch.Tensor, hyper: torch.Tensor
     ) -> torch.Tensor:
         shift = self.fn(self.norm1(lang), self.norm2(audio), self.norm3(vision))
-        # Quirk reproduced: the residual is added to the *normalised* state.
+        # Quirk reproduced: the residual is added to the *normalised* state.
         return self.norm4(hyper) + shift
 
 
@@ -425,7 +425,7 @@ class LNLN(nn.Module):
         w = self.completeness_check[1](self.completeness_check[0](h_l)[:, 0])  # (B, 1)
         h_p = self.h_p.expand(b, -1, -1)
         proxy = self.proxy_dominate_modality_generator(torch.cat((h_p, h_a, h_v), dim=1))[:, :T]
-        # Quirk reproduced: the GRL sits on the prediction path, so every gradient into
+        # Quirk reproduced: the GRL sits on the prediction path, so every gradient into
         # the proxy generator (the sentiment loss's too) is reversed.
         proxy = grad_reverse(proxy)
         w3 = w.unsqueeze(-1)
@@ -445,10 +445,10 @@ class LNLN(nn.Module):
                 ),
                 dim=1,
             )
-            # Targets with gradient, not detached.
+            # Targets with gradient, not detached, as in the original.
             out["rec_feats"] = rec
             out["complete_feats"] = torch.cat((c_a, c_v, c_l), dim=1)
-            # Quirk reproduced: the mixed feature h_d (class 1) against the complete-
+            # Quirk reproduced: the mixed feature h_d (class 1) against the complete-
             # language tokens (class 0), stacked along the batch and flattened token-wise.
             tokens = torch.cat((h_d, c_l), dim=0).reshape(-1, self.cfg.dim)
             out["effectiveness_discriminator_out"] = self.effective_discriminator(tokens)

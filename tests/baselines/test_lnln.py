@@ -206,7 +206,7 @@ def test_prediction_is_per_sample() -> None:
 def test_grl_reverses_the_prediction_gradient_into_the_proxy_path(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Q-5: the sentiment loss's gradient into the proxy generator and h_p is negated; the
+    """The GRL sits on the prediction path: the sentiment loss's gradient into the proxy generator and h_p is negated; the
     completeness check (on the language path) is not affected."""
     x = small_inputs(3)
 
@@ -240,7 +240,7 @@ def test_grad_reverse_is_identity_forward_and_negates_backward() -> None:
 
 
 def test_hyper_layer_adds_the_shift_to_the_normalised_state() -> None:
-    """Q-8: h_hyper ← LayerNorm4(h_hyper) + shift, not h_hyper + shift."""
+    """The hyper-modality residual: h_hyper ← LayerNorm4(h_hyper) + shift, not h_hyper + shift."""
     torch.manual_seed(0)
     layer = lnln_model.HyperModalityLayer(16, 2)
     lang, audio, vision = (torch.randn(2, 4, 16) for _ in range(3))
@@ -284,7 +284,7 @@ def make_adapter(
 @pytest.mark.parametrize(
     ("epoch", "factor"),
     [
-        (1, 0.0),  # Q-3: epoch 1 trains at lr 0
+        (1, 0.0),  # epoch 1 trains at lr 0
         (2, 1 / 20),
         (21, 1.0),
         (22, 1.0),
@@ -311,7 +311,7 @@ def test_schedule_steps_once_per_epoch_through_the_hooks() -> None:
     assert seen[21] == pytest.approx(1e-4)
     assert seen[200] == pytest.approx(3.0458e-8, rel=1e-3)
     assert isinstance(adapter.optimizer, torch.optim.AdamW)
-    assert len(adapter.optimizer.param_groups) == 1  # BERT in the same group (Q-4)
+    assert len(adapter.optimizer.param_groups) == 1  # BERT in the same group
     assert adapter.optimizer.param_groups[0]["weight_decay"] == 1e-4
 
 
@@ -338,7 +338,7 @@ def test_training_corruption_is_the_original_mixture() -> None:
     assert c is not None and c.kind is CorruptionKind.MIXTURE
     assert (c.p_complete, c.r_max, c.per_epoch) == (0.5, 1.0, True)
     paper, _ = make_adapter(preset="paper")
-    assert paper.training_corruption().per_epoch is False  # fixed masks (Q-1)
+    assert paper.training_corruption().per_epoch is False  # the original's fixed masks
     clean, _ = make_adapter(preset="mosi", train_missing=False)
     assert clean.training_corruption() is None
 
@@ -440,7 +440,7 @@ def test_attention_is_scaled_softmax_without_mask() -> None:
 @pytest.mark.parametrize("preset", ["mosi", "paper"])
 def test_fit_hands_train_step_the_harness_corrupted_view(preset: str) -> None:
     """Through the harness's fit loop: train_step gets corrupted batches with the complete view
-    attached; the masks change between epochs unless the preset fixes them (Q-1)."""
+    attached; the masks change between epochs unless the preset fixes them."""
     from mer_bench.data.types import DatasetBundle
     from mer_bench.protocol import Dataset, DataSetting, Distribution
     from mer_bench.train import FitConfig, fit
