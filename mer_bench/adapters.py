@@ -290,6 +290,7 @@ _BUILTINS: dict[str, str] = {
     "cider": "cider.adapter:CIDerAdapter",
     "cider_fixed": "cider.adapter:CIDerFixedAdapter",
     "emt_dlfr": "baselines.emt_dlfr.adapter:EMTDLFRAdapter",
+    "lnln": "baselines.lnln.adapter:LNLNAdapter",
     "mult": "baselines.mult.adapter:MulTAdapter",
     "self_mm": "baselines.self_mm.adapter:SelfMMAdapter",
 }

@@ -32,6 +32,7 @@ METRIC_COLUMNS = (
     "non0_f1",
     "acc3",
     "f1_3",
+    "acc5",
     "acc7",
     "f1_7",
     "mae",

@@ -177,10 +177,12 @@ def regression_metrics(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
       model that predicts a constant carries no linear information.
     - ``has0_acc2``/``has0_f1``: t ≥ 0 vs p ≥ 0 over all samples.
     - ``non0_acc2``/``non0_f1``: samples with t ≠ 0 only; t > 0 vs p > 0.
+    - ``acc5``: both clipped to [-2, 2] and rounded half to even, then compared (MMSA's
+      ``Mult_acc_5``, which LNLN and EMT-DLFR report).
     - ``acc7``/``f1_7``: both clipped to [-3, 3] and rounded half to even (−2.5 → −2, 0.5 → 0,
       2.5 → 2, as numpy rounds and as the seven-class labels are built), then compared.
 
-    MMSA's Acc-5 is not stored. Computed in float64.
+    Computed in float64.
     """
     p = np.asarray(pred, dtype=np.float64)
     if p.ndim == 2 and p.shape[1] == 1:
@@ -199,6 +201,7 @@ def regression_metrics(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
     has0_acc2, has0_f1 = _acc_f1(t >= 0, p >= 0)
     nonzero = t != 0
     non0_acc2, non0_f1 = _acc_f1(t[nonzero] > 0, p[nonzero] > 0)
+    acc5 = _accuracy(np.round(np.clip(t, -2.0, 2.0)), np.round(np.clip(p, -2.0, 2.0)))
     t7 = np.round(np.clip(t, -3.0, 3.0))
     p7 = np.round(np.clip(p, -3.0, 3.0))
     acc7, f1_7 = _acc_f1(t7, p7)
@@ -207,6 +210,7 @@ def regression_metrics(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
         "has0_f1": has0_f1,
         "non0_acc2": non0_acc2,
         "non0_f1": non0_f1,
+        "acc5": acc5,
         "acc7": acc7,
         "f1_7": f1_7,
         "mae": float(np.mean(np.abs(p - t))),

@@ -89,7 +89,17 @@ TASK_INFO: dict[Task, TaskInfo] = {
         num_classes=None,
         selection_metric="mae",
         higher_is_better=False,
-        metrics=("has0_acc2", "has0_f1", "non0_acc2", "non0_f1", "acc7", "f1_7", "mae", "corr"),
+        metrics=(
+            "has0_acc2",
+            "has0_f1",
+            "non0_acc2",
+            "non0_f1",
+            "acc5",
+            "acc7",
+            "f1_7",
+            "mae",
+            "corr",
+        ),
         curve_metrics=("non0_acc2", "mae"),
     ),
 }

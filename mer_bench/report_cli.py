@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from mer_bench.errors import ConfigError
@@ -170,13 +171,19 @@ def add_plot_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--formats", default="png,pdf", help="file formats (default png,pdf)")
     p.add_argument("--dpi", type=int, default=300, help="PNG resolution (default 300)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--reported",
+        default=None,
+        help="published per-rate curves to overlay dashed on real-data curves (default "
+        "leaderboards/reported.json if present; 'none' to leave them out)",
+    )
     p.set_defaults(handler=cmd_plot)
     return p
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
     from mer_bench.report.data import Predictions, load_frame
-    from mer_bench.report.plots import PlotOptions, make_plots
+    from mer_bench.report.plots import PlotOptions, load_reported_curves, make_plots
     from mer_bench.store import ResultsStore
 
     metrics = _csv(args.metric)
@@ -194,6 +201,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
         seed=args.seed,
         formats=formats,
         dpi=_positive("--dpi", args.dpi),
+        reported=_reported_curves(args.reported, load_reported_curves),
     )
     with ResultsStore(args.results, create=False) as store:
         paths = make_plots(load_frame(store), Predictions(store), opts, Path(args.out))
@@ -201,6 +209,15 @@ def cmd_plot(args: argparse.Namespace) -> int:
         print(path)
     print(f"wrote {len(paths)} files under {args.out}", file=sys.stderr)
     return 0
+
+
+def _reported_curves(choice: str | None, load: Callable[[Path], tuple]) -> tuple:
+    if choice == "none":
+        return ()
+    path = Path(choice) if choice else Path("leaderboards") / "reported.json"
+    if choice and not path.is_file():
+        raise ConfigError(f"--reported {path} does not exist")
+    return load(path) if path.is_file() else ()
 
 
 # --------------------------------------------------------------------------- leaderboard

@@ -193,6 +193,11 @@ def test_export_without_store_is_an_error(tmp_path: Path, capsys) -> None:
             ["--alignment", "aligned", "--task", "regression"],
             "mult_state_dict_mmsa_mosi_aligned.tsv",
         ),
+        (
+            "lnln",
+            ["--alignment", "unaligned", "--task", "regression"],
+            "lnln_state_dict_mosi_unaligned.tsv",
+        ),
     ],
 )
 def test_describe_state_dict_matches_reference_tables(
@@ -203,6 +208,15 @@ def test_describe_state_dict_matches_reference_tables(
 
     assert main(["describe", model, "--dataset", "mosi", *argv, "--state-dict"]) == 0
     assert capsys.readouterr().out == (REFERENCE_DIR / table).read_text()
+
+
+def test_describe_lnln_mosei_uses_the_depth_4_fusion(capsys: pytest.CaptureFixture[str]) -> None:
+    """MOSEI's preset: 74-d audio over 500 frames, 35-d vision, 4 fusion layers (2 on MOSI)."""
+    argv = ["describe", "lnln", "--dataset", "mosei", "--alignment", "unaligned"]
+    assert main([*argv, "--task", "regression"]) == 0
+    out = capsys.readouterr().out
+    assert "preset\tmosei" in out and "non_bert_state_entries\t454" in out
+    assert "non_bert_parameters\t7102404" in out and "bert_parameters\t109482240" in out
 
 
 def test_describe_counts_and_set(capsys: pytest.CaptureFixture[str]) -> None:

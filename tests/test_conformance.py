@@ -38,7 +38,7 @@ def test_conformance_catches_nondeterminism() -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["cider", "cider_fixed", "mult", "self_mm"])
+@pytest.mark.parametrize("name", ["cider", "cider_fixed", "lnln", "mult", "self_mm"])
 def test_builtin_adapters_pass_the_conformance_suite(name: str) -> None:
     results = check_adapter(name)
     failures = [f"{r.task}/{r.alignment} {r.check}: {r.detail}" for r in results if not r.ok]

@@ -285,6 +285,20 @@ def test_regression_hand_case() -> None:
     assert m["acc7"] == pytest.approx(0.5)
 
 
+def test_acc5_hand_case() -> None:
+    """Acc-5 (MMSA's Mult_acc_5): clip both sides to [-2, 2], round half to even, compare."""
+    truth = np.array([-3.0, -1.4, 0.4, 1.6, 2.9, -0.6, 2.0])
+    pred = np.array([-2.6, -0.5, 0.5, 2.5, 1.4, -1.5, 7.0])
+    # truth -> [-2, -1, 0, 2, 2, -1, 2]; pred -> [-2 (clipped), -0 (half to even), 0 (even),
+    # 2 (clipped, not 3), 1, -2 (half to even), 2 (clipped)] -> rows 0, 2, 3, 6 agree: 4/7.
+    m = regression_metrics(pred, truth)
+    assert m["acc5"] == pytest.approx(4 / 7)
+    # Acc-7 differs on the same data: its wider clip keeps -3 and 3 apart from -2 and 2.
+    # truth7 [-3,-1,0,2,3,-1,2] vs pred7 [-3,-0,0,2,1,-2,3] -> rows 0, 2, 3: 3/7.
+    assert m["acc7"] == pytest.approx(3 / 7)
+    assert regression_metrics(truth, truth)["acc5"] == 1.0
+
+
 def test_seven_rounding_at_halves() -> None:
     truth = np.array([-2.0, 0.0, 2.0, -3.0, 3.0, 2.0])
     # Halves round to even; values beyond ±3 clip first.

@@ -325,35 +325,53 @@ def render_setting(entries: Sequence[dict], data: DataSetting) -> str:
         lines.append("")
     reported = [(e["model"], r) for e in entries for r in e.get("reported", [])]
     if reported:
-        names = sorted({k for _, r in reported for k in r.get("metrics", {})})
-        # Figures produced under another protocol (e.g. a paper's AUILC over per-rate models)
-        # carry it in ``protocol``; without one a figure is a complete-data result.
-        with_protocol = any(r.get("protocol") for _, r in reported)
-        header = (
-            "Reported figures (from the papers / reproductions named; not produced by "
-            "mer_bench; complete data, no missing modality, unless the protocol column says "
-            "otherwise):"
-            if with_protocol
-            else "Reported figures (from the papers / reproductions named; complete data, no "
-            "missing modality; not produced by mer_bench):"
+        lines += _render_reported(reported)
+    return "\n".join(lines)
+
+
+FULL_MODALITY = "complete data, no missing modality"
+"""The protocol of a reported figure that states none."""
+
+
+def _render_reported(reported: Sequence[tuple[str, dict]]) -> list[str]:
+    """The reported-figures table (each row with its protocol), then any per-rate curves."""
+    names = sorted({k for _, r in reported for k in r.get("metrics", {})})
+    lines = [
+        "Reported figures (from the papers / reproductions named; not produced by mer_bench; "
+        "each under the protocol stated in its row):",
+        "",
+        "| model | " + " | ".join(names) + " | protocol | source |",
+        "|---|" + "---:|" * len(names) + "---|---|",
+    ]
+    for model, r in reported:
+        label = model + (f" ({r['selection']})" if r.get("selection") else "")
+        lines.append(
+            f"| {label} | "
+            + " | ".join(_fmt({"mean": r.get("metrics", {}).get(n)}, n) for n in names)
+            + f" | {r.get('protocol', FULL_MODALITY)} | {r['source']} |"
         )
-        protocol_head = " protocol |" if with_protocol else ""
+    lines.append("")
+    for model, r in reported:
+        curve = r.get("per_rate")
+        if not curve:
+            continue
+        rates = curve["rates"]
+        cols = sorted({k for values in rates.values() for k in values})
+        label = model + (f" ({r['selection']})" if r.get("selection") else "")
         lines += [
-            header,
+            f"Reported per-rate figures, {label}, mode {curve['mode']} ({r['source']}):",
             "",
-            "| model | " + " | ".join(names) + " | source |" + protocol_head,
-            "|---|" + "---:|" * len(names) + "---|" + ("---|" if with_protocol else ""),
+            "| rate | " + " | ".join(cols) + " |",
+            "|---:|" + "---:|" * len(cols),
         ]
-        for model, r in reported:
-            protocol = f" {r.get('protocol') or 'complete data'} |" if with_protocol else ""
+        for rate in sorted(rates, key=float):
             lines.append(
-                f"| {model} | "
-                + " | ".join(_fmt({"mean": r["metrics"].get(n)}, n) for n in names)
-                + f" | {r['source']} |"
-                + protocol
+                f"| {rate} | "
+                + " | ".join(_fmt({"mean": rates[rate].get(c)}, c) for c in cols)
+                + " |"
             )
         lines.append("")
-    return "\n".join(lines)
+    return lines
 
 
 def render_all(root: Path) -> list[Path]:

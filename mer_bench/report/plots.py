@@ -6,9 +6,10 @@ One consistent style: Okabe–Ito colour-blind-safe palette, 8 pt type, widths o
 
 from __future__ import annotations
 
+import json
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import matplotlib
@@ -19,7 +20,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from mer_bench.errors import ConfigError
+from mer_bench.errors import ConfigError, DataError
 from mer_bench.metrics import LOWER_IS_BETTER, auilc, mean_sd
 from mer_bench.protocol import CONDITIONS, RATES, Mode, Task
 from mer_bench.report.data import (
@@ -71,6 +72,57 @@ STYLE = {
 
 
 @dataclass(frozen=True)
+class ReportedCurve:
+    """A published metric-vs-missing-rate curve (a ``per_rate`` item of reported.json)."""
+
+    model: str
+    data_id: str
+    """The data setting it was measured on, e.g. ``mosi/iid/unaligned/regression``."""
+    mode: str
+    """The mer_bench mode whose panel it belongs on (e.g. ``RMFM``)."""
+    rates: tuple[float, ...]
+    values: Mapping[str, tuple[float, ...]]
+    """metric → one value per rate (``nan`` where the paper gives none)."""
+    selection: str | None = None
+    """How the paper chose its checkpoints, when it is not honest (e.g. ``test-selected``)."""
+
+    @property
+    def label(self) -> str:
+        return f"{display_name(self.model)} reported" + (
+            f" ({self.selection})" if self.selection else ""
+        )
+
+
+def load_reported_curves(path: Path) -> tuple[ReportedCurve, ...]:
+    """The per-rate curves of a reported-figures file (items without ``per_rate`` are skipped)."""
+    try:
+        items = json.loads(Path(path).read_text())["reported"]
+        curves = []
+        for item in items:
+            per_rate = item.get("per_rate")
+            if not per_rate:
+                continue
+            rates = sorted(per_rate["rates"], key=float)
+            metrics = sorted({m for r in rates for m in per_rate["rates"][r]})
+            curves.append(
+                ReportedCurve(
+                    model=item["model"],
+                    data_id=item["setting"],
+                    mode=per_rate["mode"],
+                    rates=tuple(float(r) for r in rates),
+                    values={
+                        m: tuple(float(per_rate["rates"][r].get(m, math.nan)) for r in rates)
+                        for m in metrics
+                    },
+                    selection=item.get("selection"),
+                )
+            )
+    except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise DataError(f"cannot read reported curves from {path}: {exc}") from None
+    return tuple(curves)
+
+
+@dataclass(frozen=True)
 class PlotOptions:
     metric: str | None = None
     """Metric to plot; None = the task's first curve metric."""
@@ -80,6 +132,8 @@ class PlotOptions:
     seed: int = 0
     formats: tuple[str, ...] = ("png", "pdf")
     dpi: int = 300
+    reported: tuple[ReportedCurve, ...] = field(default=())
+    """Published curves drawn dashed on the curve panels of the same setting and mode."""
 
 
 def display_name(model: str) -> str:
@@ -223,6 +277,7 @@ def degradation_curves(
                     alpha=0.18,
                     linewidth=0,
                 )
+            _overlay_reported(ax, opts.reported, data_id, mode, metric, style)
             # the axis name lives in the title so the legend below never collides with it
             ax.set_title(f"{mode.value}: {metric} vs missing rate")
             ax.set_xticks([0.0, 0.2, 0.4, 0.6, 0.8, 1.0])
@@ -237,6 +292,31 @@ def degradation_curves(
         )
         fig.tight_layout()
         return _save(fig, out, f"curves_{_slug(data_id)}_{metric}", opts)
+
+
+def _overlay_reported(
+    ax: plt.Axes,
+    curves: Sequence[ReportedCurve],
+    data_id: str,
+    mode: Mode,
+    metric: str,
+    style: Mapping[str, tuple[str, str]],
+) -> None:
+    """Dashed published curves of this setting and mode (real data only: synth has none)."""
+    if data_id.startswith("synth/"):
+        return
+    for curve in curves:
+        if curve.data_id != data_id or curve.mode != mode.value or metric not in curve.values:
+            continue
+        colour = style[curve.model][0] if curve.model in style else "0.35"
+        ax.plot(
+            np.asarray(curve.rates),
+            np.asarray(curve.values[metric]) * _scale(metric),
+            color=colour,
+            linestyle="--",
+            marker="none",
+            label=curve.label,
+        )
 
 
 # --------------------------------------------------------------------------- SMM heatmap

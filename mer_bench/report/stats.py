@@ -35,6 +35,7 @@ _KIND: dict[str, str] = {
     "has0_acc2": ACCURACY,
     "non0_acc2": ACCURACY,
     "acc3": ACCURACY,
+    "acc5": ACCURACY,
     "acc7": ACCURACY,
     "has0_f1": F1,
     "non0_f1": F1,
@@ -86,6 +87,10 @@ def metric_view(task: Task, metric: str, labels: np.ndarray, scores: np.ndarray)
             return MetricView(metric, kind, (t >= 0) * 1, (p >= 0) * 1, ones, 2)
         if metric in ("non0_acc2", "non0_f1"):
             return MetricView(metric, kind, (t > 0) * 1, (p > 0) * 1, (t != 0) * 1.0, 2)
+        if metric == "acc5":
+            t5 = np.round(np.clip(t, -2.0, 2.0)).astype(np.int64) + 2
+            p5 = np.round(np.clip(p, -2.0, 2.0)).astype(np.int64) + 2
+            return MetricView(metric, kind, t5, p5, ones, 5)
         if metric in ("acc7", "f1_7"):
             t7 = np.round(np.clip(t, -3.0, 3.0)).astype(np.int64) + 3
             p7 = np.round(np.clip(p, -3.0, 3.0)).astype(np.int64) + 3

@@ -258,11 +258,14 @@ def test_leaderboard_merge_keeps_better_provenance(tmp_path) -> None:
 def test_committed_reported_figures_parse() -> None:
     data = json.loads((Path(__file__).parents[2] / "leaderboards" / "reported.json").read_text())
     items = data["reported"]
-    assert {"mult", "self_mm", "emt_dlfr"} <= {i["model"] for i in items}
+    assert {"mult", "self_mm", "emt_dlfr", "lnln"} <= {i["model"] for i in items}
     for item in items:
         assert item["source"] and item["setting"].split("/")[0] in ("mosi", "mosei")
         for name, value in item["metrics"].items():
             assert 0 < value < 1 or name == "mae", (item["setting"], name, value)
+        for values in item.get("per_rate", {}).get("rates", {}).values():
+            for name, value in values.items():
+                assert 0 < value < 1 or name == "mae", (item["setting"], name, value)
     # EMT-DLFR's published AUILC rows are labelled as such, never as complete-data figures.
     auilc = [i for i in items if i["model"] == "emt_dlfr" and "AUILC" in i.get("protocol", "")]
     assert {i["setting"] for i in auilc} == {
@@ -271,17 +274,77 @@ def test_committed_reported_figures_parse() -> None:
     }
 
 
-def test_reported_figures_show_their_protocol(tmp_path) -> None:
+def test_lnln_overall_figures_are_the_mean_of_its_per_rate_figures() -> None:
+    """The paper's Table 2 is the plain mean over rates 0.0-0.9 of its Table 9 rows."""
+    data = json.loads((Path(__file__).parents[2] / "leaderboards" / "reported.json").read_text())
+    items = [i for i in data["reported"] if i["model"] == "lnln"]
+    assert {i["setting"] for i in items} == {
+        "mosi/iid/unaligned/regression",
+        "mosei/iid/unaligned/regression",
+    }
+    for item in items:
+        assert item["selection"] == "test-selected" and "test-selected" in item["protocol"]
+        rates = item["per_rate"]["rates"]
+        assert sorted(rates, key=float) == [f"{k / 10:.1f}" for k in range(10)]
+        for name, overall in item["metrics"].items():
+            mean = np.mean([rates[r][name] for r in rates])
+            assert mean == pytest.approx(overall, abs=6e-4), (item["setting"], name)
+
+
+def test_reported_curves_overlay_dashed_on_matching_real_data_panels() -> None:
+    import matplotlib.pyplot as plt
+
+    from mer_bench.protocol import Mode
+    from mer_bench.report.plots import _overlay_reported, load_reported_curves
+
+    curves = load_reported_curves(Path(__file__).parents[2] / "leaderboards" / "reported.json")
+    assert {(c.model, c.data_id, c.mode) for c in curves} == {
+        ("lnln", "mosi/iid/unaligned/regression", "RMFM"),
+        ("lnln", "mosei/iid/unaligned/regression", "RMFM"),
+    }
+    mosi = next(c for c in curves if c.data_id.startswith("mosi/"))
+    fig, ax = plt.subplots()
+    style = {"lnln": ("#123456", "o")}
+    _overlay_reported(ax, curves, "mosi/iid/unaligned/regression", Mode.RMFM, "mae", style)
+    (line,) = ax.get_lines()
+    assert line.get_linestyle() == "--" and line.get_color() == "#123456"
+    assert line.get_label() == "lnln reported (test-selected)"
+    np.testing.assert_allclose(line.get_xdata(), [k / 10 for k in range(10)])
+    np.testing.assert_allclose(line.get_ydata(), mosi.values["mae"])  # MAE is not %-scaled
+    _overlay_reported(ax, curves, "mosi/iid/unaligned/regression", Mode.RMFM, "acc5", {})
+    assert ax.get_lines()[-1].get_ydata()[0] == pytest.approx(49.76)
+    before = len(ax.get_lines())
+    # Other mode, other setting, synthetic data: nothing is drawn.
+    _overlay_reported(ax, curves, "mosi/iid/unaligned/regression", Mode.RMM, "mae", style)
+    _overlay_reported(ax, curves, "mosi/iid/aligned/regression", Mode.RMFM, "mae", style)
+    _overlay_reported(ax, curves, "synth/iid/unaligned/regression", Mode.RMFM, "mae", style)
+    assert len(ax.get_lines()) == before
+    plt.close(fig)
+
+
+def test_reported_figures_render_with_their_protocol_and_per_rate_rows(tmp_path) -> None:
     from mer_bench.protocol import DataSetting
     from mer_bench.report.leaderboard import render_setting
 
     data = DataSetting.parse("mosi/iid/unaligned/regression")
-    plain = {"model": "a", "reported": [{"source": "S1", "metrics": {"mae": 0.7}}]}
-    assert "protocol" not in render_setting([plain], data)
-    other = {
-        "model": "b",
-        "reported": [{"source": "S2", "metrics": {"mae": 1.1}, "protocol": "AUILC per rate"}],
-    }
-    text = render_setting([plain, other], data)
-    assert "| source | protocol |" in text
-    assert "| S1 | complete data |" in text and "| S2 | AUILC per rate |" in text
+    entries = [
+        {"model": "old", "reported": [{"source": "Paper A", "metrics": {"mae": 0.9}}]},
+        {
+            "model": "new",
+            "reported": [
+                {
+                    "source": "Paper B",
+                    "selection": "test-selected",
+                    "protocol": "mean over rates",
+                    "metrics": {"mae": 1.0},
+                    "per_rate": {"mode": "RMFM", "rates": {"0.0": {"mae": 0.75}}},
+                }
+            ],
+        },
+    ]
+    text = render_setting(entries, data)
+    assert "| old | 0.900 | complete data, no missing modality | Paper A |" in text
+    assert "| new (test-selected) | 1.000 | mean over rates | Paper B |" in text
+    assert "new (test-selected), mode RMFM (Paper B)" in text and "| 0.0 | 0.750 |" in text
+    with pytest.raises(ConfigError, match="does not exist"):
+        _cli(["plot", "--results", str(tmp_path), "--reported", str(tmp_path / "nope.json")])
