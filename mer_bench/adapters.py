@@ -295,6 +295,8 @@ _BUILTINS: dict[str, str] = {
     "cider_fixed": "cider.adapter:CIDerFixedAdapter",
     "mult": "baselines.mult.adapter:MulTAdapter",
     "self_mm": "baselines.self_mm.adapter:SelfMMAdapter",
+    "tfr_net": "baselines.tfr_net.adapter:TFRNetAdapter",
+    "tfr_net_fixed": "baselines.tfr_net.adapter:TFRNetFixedAdapter",
 }
 _REGISTERED: dict[str, type[Adapter]] = {}
 _SOURCES: dict[str, str] = {}
