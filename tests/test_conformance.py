@@ -69,9 +69,13 @@ def test_conformance_catches_nondeterminism() -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["cider", "cider_fixed", "mult", "self_mm"])
+@pytest.mark.parametrize(
+    "name", ["cider", "cider_fixed", "mult", "self_mm", "tfr_net", "tfr_net_fixed"]
+)
 def test_builtin_adapters_pass_the_conformance_suite(name: str) -> None:
     results = check_adapter(name)
     failures = [f"{r.task}/{r.alignment} {r.check}: {r.detail}" for r in results if not r.ok]
     assert not failures, failures
     assert len(results) == 8 * 2 * len({r.task for r in results})
+    coupled = [r for r in results if r.skipped]
+    assert len(coupled) == (2 * len({r.task for r in results}) if name == "cider" else 0)

@@ -315,3 +315,161 @@ def test_cmd_is_zero_for_identical_rows_and_grows_with_moments() -> None:
     shifted, scaled = cmd(x, x + 1.0), cmd(x, 2.0 * (x - x.mean(0)) + x.mean(0))
     assert shifted == pytest.approx(3**0.5 + 2e-6, rel=1e-4)
     assert scaled > 1.0
+
+
+# ----------------------------------------------------------------------------- adapters
+
+
+def make_adapter(name: str = "tfr_net", preset: str = "synth", task=None, **overrides):
+    from mer_bench.adapters import AdapterContext, get_adapter
+    from mer_bench.conformance import tiny_spec
+    from mer_bench.protocol import Alignment, Task
+
+    task = task or Task.REGRESSION
+    cls = get_adapter(name)
+    spec = tiny_spec(task, Alignment.UNALIGNED)
+    torch.manual_seed(0)
+    adapter = cls(AdapterContext.create(spec, cls.resolve_params(preset, overrides)))
+    adapter.train_mode()
+    return adapter
+
+
+def tiny_batches(adapter, n: int, size: int = 6, rate: float = 0.0):
+    from mer_bench.batch import SplitTensors
+    from mer_bench.conformance import tiny_split
+    from mer_bench.corruption import CorruptionKind, TrainCorruption
+
+    data = SplitTensors(tiny_split(adapter.ctx.spec, n * size, seed=2), adapter.ctx.task)
+    corruption = TrainCorruption(CorruptionKind.RATE, rate=rate)
+    return [
+        corruption.apply(data.batch(torch.arange(i * size, (i + 1) * size)), seed=5, epoch=1)
+        for i in range(n)
+    ]
+
+
+def count_steps(adapter, batches, epoch: int = 1) -> list[int]:
+    """1-based batch numbers after which the optimiser stepped (epoch-end steps as n+1)."""
+    stepped: list[int] = []
+    current = [0]
+    original = adapter.optimizer.step
+
+    def step(*args, **kwargs):
+        stepped.append(current[0])
+        return original(*args, **kwargs)
+
+    adapter.optimizer.step = step
+    adapter.on_epoch_start(epoch)
+    gen = torch.Generator().manual_seed(0)
+    for i, batch in enumerate(batches, start=1):
+        current[0] = i
+        adapter.train_step(batch, gen)
+    current[0] = len(batches) + 1
+    adapter.on_epoch_end(epoch)
+    return stepped
+
+
+def test_original_steps_five_times_per_four_batches() -> None:
+    adapter = make_adapter("tfr_net", update_epochs=4)
+    batches = tiny_batches(adapter, 5)
+    assert count_steps(adapter, batches) == [1, 2, 3, 4, 4, 5]
+    # The counter restarts every epoch: the trailing batch 5 does not join the next group.
+    assert count_steps(adapter, batches, epoch=2) == [1, 2, 3, 4, 4, 5]
+
+
+def test_fixed_steps_once_per_accumulated_group() -> None:
+    adapter = make_adapter("tfr_net_fixed", update_epochs=4)
+    assert count_steps(adapter, tiny_batches(adapter, 5)) == [4, 6]
+
+
+def test_gradients_are_value_clipped_running_sums() -> None:
+    adapter = make_adapter("tfr_net_fixed", update_epochs=4, grad_clip=0.01)
+    gen = torch.Generator().manual_seed(0)
+    adapter.on_epoch_start(2)
+    for batch in tiny_batches(adapter, 2, rate=0.5):
+        adapter.train_step(batch, gen)
+    grads = [p.grad for p in adapter.model.parameters() if p.grad is not None]
+    assert max(float(g.abs().max()) for g in grads) == pytest.approx(0.01)
+
+
+def test_reconstruction_joins_the_loss_from_epoch_two() -> None:
+    adapter = make_adapter("tfr_net_fixed", update_epochs=1)
+    model = adapter.model
+    gen = torch.Generator().manual_seed(0)
+    (batch,) = tiny_batches(adapter, 1, rate=0.5)
+    adapter.on_epoch_start(1)
+    adapter.train_step(batch, gen)
+    # Epoch 1: no gradient reaches the generators or the final transformers (None, not 0).
+    assert model.generator_a.Model.linear.weight.grad is None
+    assert model.alignment.trans_v_final.layer_norm.weight.grad is None
+    adapter.on_epoch_start(2)
+    adapter.train_step(batch, gen)
+    assert model.generator_a.Model.linear.weight.grad.abs().sum() > 0
+    assert model.alignment.trans_v_final.layer_norm.weight.grad.abs().sum() > 0
+
+
+def test_reconstruction_targets_are_the_complete_view() -> None:
+    adapter = make_adapter("tfr_net", weight_sim_loss=0.0)
+    adapter.model.eval()
+    (batch,) = tiny_batches(adapter, 1, rate=0.5)
+    complete = batch.complete_view
+    assert batch.keep is not None and not torch.equal(batch.audio, complete.audio)
+    with torch.no_grad():
+        out = adapter.model(
+            batch.text_bert, batch.audio, batch.vision, batch.audio_mask, batch.vision_mask
+        )
+        terms = adapter.reconstruction_terms(adapter.model, batch, complete, out.hidden)
+        generated = adapter.model.reconstruct(out.hidden)
+    missing = batch.audio_mask - batch.keep.audio.long()
+    assert missing.sum() > 0
+    expected = reconstruction_loss(generated["a"], complete.audio, missing)
+    torch.testing.assert_close(terms["a"], expected)
+    # At rate 0 nothing is missing and every term is exactly zero.
+    (clean,) = tiny_batches(adapter, 1, rate=0.0)
+    with torch.no_grad():
+        out = adapter.model(
+            clean.text_bert, clean.audio, clean.vision, clean.audio_mask, clean.vision_mask
+        )
+        terms = adapter.reconstruction_terms(adapter.model, clean, clean.complete_view, out.hidden)
+    assert all(float(t) == 0.0 for t in terms.values())
+
+
+def test_optimizer_groups_follow_the_original() -> None:
+    adapter = make_adapter("tfr_net", preset="mosi", num_temporal_head=1)
+    decay, no_decay, other = adapter.optimizer.param_groups
+    assert decay["lr"] == no_decay["lr"] == 2e-6 and other["lr"] == 1e-3
+    assert (decay["weight_decay"], no_decay["weight_decay"], other["weight_decay"]) == (
+        1e-4,
+        0.0,
+        1e-3,
+    )
+    names = {id(p): n for n, p in adapter.model.named_parameters()}
+    assert all("text_model" in names[id(p)] for p in decay["params"] + no_decay["params"])
+    assert all(("bias" in names[id(p)]) or "LayerNorm" in names[id(p)] for p in no_decay["params"])
+    assert not any("text_model" in names[id(p)] for p in other["params"])
+
+
+def test_training_corruption_per_preset() -> None:
+    from mer_bench.corruption import CorruptionKind
+
+    mosi = make_adapter("tfr_net", preset="mosi", num_temporal_head=1).training_corruption()
+    assert (mosi.kind, mosi.rate, mosi.per_epoch, mosi.fixed_seed) == (
+        CorruptionKind.RATE,
+        0.2,
+        True,
+        None,
+    )
+    paper = make_adapter("tfr_net", preset="paper", num_temporal_head=1).training_corruption()
+    assert (paper.rate, paper.per_epoch, paper.fixed_seed) == (0.2, False, 1111)
+
+
+def test_synth_preset_subsamples_long_streams() -> None:
+    from baselines.tfr_net.adapter import TFRNetAdapter
+    from mer_bench.adapters import AdapterContext
+    from mer_bench.data.types import DataSpec
+    from mer_bench.protocol import Task
+
+    spec = DataSpec(50, 375, 500, 5, 20, None, False, Task.BINARY)
+    adapter = TFRNetAdapter(AdapterContext.create(spec, TFRNetAdapter.resolve_params("synth")))
+    config = adapter.model.config
+    assert (adapter.frame_stride("a"), adapter.frame_stride("v")) == (15, 20)
+    assert (config.text_len, config.audio_len, config.vision_len) == (50, 25, 25)
