@@ -155,7 +155,7 @@ def test_masks_refuses_tmfm_on_unaligned(tiny_synth_root: Path, tmp_path: Path, 
 def test_adapters_lists_builtins(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["adapters"]) == 0
     out = capsys.readouterr().out
-    for name in ("cider", "cider_fixed", "mult", "self_mm"):
+    for name in ("cider", "cider_fixed", "mult", "self_mm", "tfr_net", "tfr_net_fixed"):
         assert f"{name}\t" in out
 
 

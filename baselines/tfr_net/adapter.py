@@ -368,6 +368,12 @@ class TFRNetAdapter(Adapter):
         assert self.optimizer is not None, "the harness creates the optimiser before training"
         p = self.ctx.params
         model: TFRNet = self.model  # type: ignore[assignment]
+        if batch.size < 2:
+            # The classifier's BatchNorm needs two samples in training (the original crashes).
+            raise ConfigError(
+                f"{self.name}: a training batch of one sample; pick a batch_size that does not "
+                "leave a single sample at the end of an epoch"
+            )
         if self._in_group == 0:
             self.optimizer.zero_grad(set_to_none=True)
         view = self._subsample(batch)
