@@ -187,6 +187,30 @@ _SEARCH_SPACE: dict[str, SearchDim] = {
     "weight_sim_loss": SearchDim("categorical", choices=(0.0, 5.0)),
 }
 
+_CONFIG_KEYS = (
+    "d_model",
+    "num_heads",
+    "nlevels",
+    "num_temporal_head",
+    "text_dropout",
+    "attn_dropout",
+    "attn_dropout_a",
+    "attn_dropout_v",
+    "relu_dropout",
+    "embed_dropout",
+    "res_dropout",
+    "attn_mask",
+    "fusion_t_hid",
+    "fusion_a_hid",
+    "fusion_v_hid",
+    "fusion_gru_layers",
+    "fusion_drop",
+    "cls_hidden_dim",
+    "cls_dropout",
+)
+"""Preset keys passed to ``TFRNetConfig`` under the same name."""
+
+
 _TASK_LOSS = {
     Task.BINARY: nn.CrossEntropyLoss,
     Task.SEVEN: nn.CrossEntropyLoss,
@@ -426,27 +450,3 @@ class TFRNetFixedAdapter(TFRNetAdapter):
 
     final_attention: ClassVar[FinalAttention] = FinalAttention.SAMPLE
     step_every_batch: ClassVar[bool] = False
-
-
-_CONFIG_KEYS = (
-    "d_model",
-    "num_heads",
-    "nlevels",
-    "num_temporal_head",
-    "text_dropout",
-    "attn_dropout",
-    "attn_dropout_a",
-    "attn_dropout_v",
-    "relu_dropout",
-    "embed_dropout",
-    "res_dropout",
-    "attn_mask",
-    "fusion_t_hid",
-    "fusion_a_hid",
-    "fusion_v_hid",
-    "fusion_gru_layers",
-    "fusion_drop",
-    "cls_hidden_dim",
-    "cls_dropout",
-)
-"""Preset keys passed to ``TFRNetConfig`` under the same name."""
