@@ -34,16 +34,21 @@ Deviations from the original, stated honestly:
 - No ReduceLROnPlateau: the adapter never sees the validation loss. With the original's patience
   5 against early-stop 6 the cut fires in the epoch training stops, so it normally never acts.
 - Early stopping and checkpoint choice are the harness's, on the task's validation selection
-  metric (MAE for regression; the original uses the mean of per-batch L1 means, rounded); the
-  original has no epoch cap, the presets cap at ``max_epochs``.
+  metric over the complete validation view (MAE for regression; the original uses the mean of
+  per-batch L1 means, rounded, on validation data corrupted at the training rate); the original
+  has no epoch cap, the presets cap at ``max_epochs``.
 - Training masks come from the harness's per-sample generator, not NumPy's legacy RNG, so the
-  ``paper`` preset has fixed masks of the same kind as the original's, not the same draws; the
+  ``paper`` preset has fixed masks of the same kind as the original's (one seed, 1111, for all
+  three modalities where the original uses 111 / 1111 / 11111), not the same draws; the
   original also trains a fresh model per test rate, here one model per setting is trained at
   ``train_missing_rate`` and evaluated at every rate.
 - Epoch 1 skips the reconstruction branch and the complete-text BERT pass: the original computes
   them but their loss is not used, so no parameter receives a gradient from them (only the
   dropout random stream differs).
 - Metrics are the harness's (the original's weighted F1 swaps its arguments; not reproduced).
+- The original is a regression model; for the binary (neg/neu/pos) and seven-class tasks only
+  the classifier's last Linear changes (C logits, cross-entropy). ``train_missing_rate`` 0.2 is
+  MMSA's default missing rate.
 - ``downsample_to`` (synth preset only; 0 = off everywhere else) keeps every s-th audio/vision
   frame, s = ceil(L / downsample_to), so 375/500-frame synthetic streams cost little on a CPU; the
   final transformers' widths are then the subsampled lengths.

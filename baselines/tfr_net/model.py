@@ -22,7 +22,8 @@ the sequence: under the causal mask sample i attends to samples 0..i of its mini
 reconstruction depends on which samples happen to precede it (``FinalAttention.BATCH``, the
 original). ``FinalAttention.SAMPLE`` keeps the attention inside each sample: its 3d feature
 channels are the tokens, each embedded by its whole time course (width L_m), which is what the
-widths imply. Both forms have the same parameters; predictions never go through this branch, so
+widths imply (the causal mask, on in every encoder, then runs over channels). Both forms have
+the same parameters; predictions never go through this branch, so
 only training differs.
 
 The transformer encoders are MulT's (``baselines.mult.model``): pre-LN layers, packed in-projection,
