@@ -79,6 +79,9 @@ class CIDerAdapter(Adapter):
 
     positions_by_time: ClassVar[bool] = False
     log_floor: ClassVar[float | None] = None
+    # the positional sinusoid is indexed by batch row, so a sample's scores depend on
+    # where it sits in its batch (check-adapter measures it; the fixed form passes).
+    batch_coupled: ClassVar[bool] = True
 
     presets: ClassVar[Mapping[str, Mapping[str, Any]]] = {
         # The reference single-run configuration (§2.2).
@@ -393,3 +396,4 @@ class CIDerFixedAdapter(CIDerAdapter):
 
     positions_by_time: ClassVar[bool] = True
     log_floor: ClassVar[float | None] = 1e-12
+    batch_coupled: ClassVar[bool] = False

@@ -12,6 +12,9 @@ checkpoints, evaluation and storage. An adapter owns
   (e.g. CIDer's counterfactual weight τ); ``knob_grid`` lists the knobs the harness may select
   on validation.
 
+``batch_coupled`` (class attribute, default False) declares that predictions legitimately depend
+on batch composition; ``check-adapter`` verifies the opposite for every other adapter.
+
 Registration: ``@register_adapter("name")`` for classes defined anywhere, a lazy map of
 built-ins (``"module:Class"`` strings, so importing mer_bench stays cheap), and the entry-point
 group ``mer_bench.adapters`` for external packages.
@@ -138,9 +141,10 @@ class Adapter(ABC):
     default_knobs: ClassVar[Mapping[str, float]] = {}
     """Knob values that mean "no post-hoc adjustment" (always recorded as well)."""
     batch_coupled: ClassVar[bool] = False
-    """True when a sample's prediction legitimately depends on the other samples of its batch
-    (an original implementation's quirk reproduced on purpose); the conformance suite then skips
-    its batch-composition check and says why."""
+    """True only for an adapter whose *predictions* depend on the other samples of the batch
+    (reproducing an original's quirk, e.g. a position table indexed by batch row). The
+    conformance suite then skips its batch-composition check and says why; everyone else must
+    score each sample the same alone as inside any batch."""
 
     def __init__(self, ctx: AdapterContext) -> None:
         if ctx.task not in self.tasks:
@@ -293,6 +297,8 @@ _BUILTINS: dict[str, str] = {
     "lnln": "baselines.lnln.adapter:LNLNAdapter",
     "mult": "baselines.mult.adapter:MulTAdapter",
     "self_mm": "baselines.self_mm.adapter:SelfMMAdapter",
+    "tfr_net": "baselines.tfr_net.adapter:TFRNetAdapter",
+    "tfr_net_fixed": "baselines.tfr_net.adapter:TFRNetFixedAdapter",
 }
 _REGISTERED: dict[str, type[Adapter]] = {}
 _SOURCES: dict[str, str] = {}

@@ -155,7 +155,7 @@ def test_masks_refuses_tmfm_on_unaligned(tiny_synth_root: Path, tmp_path: Path, 
 def test_adapters_lists_builtins(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["adapters"]) == 0
     out = capsys.readouterr().out
-    for name in ("cider", "cider_fixed", "mult", "self_mm"):
+    for name in ("cider", "cider_fixed", "mult", "self_mm", "tfr_net", "tfr_net_fixed"):
         assert f"{name}\t" in out
 
 
@@ -198,6 +198,11 @@ def test_export_without_store_is_an_error(tmp_path: Path, capsys) -> None:
             ["--alignment", "unaligned", "--task", "regression"],
             "lnln_state_dict_mosi_unaligned.tsv",
         ),
+        (
+            "tfr_net",
+            ["--alignment", "unaligned", "--task", "regression"],
+            "tfrnet_state_dict_mosi_unaligned.tsv",
+        ),
     ],
 )
 def test_describe_state_dict_matches_reference_tables(
@@ -226,6 +231,19 @@ def test_describe_counts_and_set(capsys: pytest.CaptureFixture[str]) -> None:
     assert "non_bert_parameters\t276566" in out and "bert_parameters\t109482240" in out
     assert main([*argv, "--task", "seven", "--set", "multimodal_layers=1,num_heads=2"]) == 0
     assert "non_bert_state_entries\t117" in capsys.readouterr().out  # 71 + 32·1 + 2·7
+
+
+def test_describe_tfr_net_mosei_and_head_check(capsys: pytest.CaptureFixture[str]) -> None:
+    """MMSA's MOSEI config: 500 audio frames widen trans_a_final; the fixed form has the same
+    parameters; a head count that does not divide a sequence length is a usage error."""
+    argv = ["--dataset", "mosei", "--alignment", "unaligned", "--task", "regression"]
+    for model in ("tfr_net", "tfr_net_fixed"):
+        assert main(["describe", model, *argv]) == 0
+        out = capsys.readouterr().out
+        assert "preset\tmosei" in out and "non_bert_parameters\t18812589" in out
+        assert "non_bert_state_entries\t579" in out
+    assert main(["describe", "tfr_net", *argv, "--set", "num_temporal_head=7"]) == 2
+    assert "num_temporal_head (7) must divide" in capsys.readouterr().err
 
 
 def test_preset_choice_and_unknown_preset(capsys: pytest.CaptureFixture[str]) -> None:

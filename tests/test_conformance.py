@@ -24,6 +24,37 @@ class Flaky(MeanPoolAdapter):
         return {k: v + torch.rand_like(v) for k, v in out.items()}
 
 
+class BatchMixing(MeanPoolAdapter):
+    """Broken on purpose: a sample's scores move with the mean of its batch."""
+
+    def predict(self, batch: Batch) -> dict[str, torch.Tensor]:
+        out = super().predict(batch)
+        return {k: v + v.mean(dim=0, keepdim=True) for k, v in out.items()}
+
+
+class DeclaredBatchMixing(BatchMixing):
+    batch_coupled = True
+
+
+BATCH_CHECK = "predictions do not depend on batch composition"
+
+
+def test_conformance_catches_predictions_that_depend_on_the_batch() -> None:
+    results = check_adapter(f"{__name__}:BatchMixing")
+    rows = [r for r in results if r.check == BATCH_CHECK]
+    assert len(rows) == 6 and not any(r.ok for r in rows)
+    assert all("change with the rest of its batch" in r.detail for r in rows)
+    assert all(r.ok for r in results if r.check != BATCH_CHECK)
+
+
+def test_declared_batch_coupling_is_skipped_and_says_so() -> None:
+    results = check_adapter(f"{__name__}:DeclaredBatchMixing")
+    rows = [r for r in results if r.check == BATCH_CHECK]
+    assert len(rows) == 6
+    assert all(r.ok and r.skipped and "declares batch_coupled=True" in r.detail for r in rows)
+    assert not any(r.skipped for r in results if r.check != BATCH_CHECK)
+
+
 def test_conformance_catches_an_adapter_that_ignores_a_modality() -> None:
     results = check_adapter(f"{__name__}:DeafMeanPool")
     failed = {(r.check, r.task) for r in results if not r.ok}
@@ -38,9 +69,13 @@ def test_conformance_catches_nondeterminism() -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["cider", "cider_fixed", "lnln", "mult", "self_mm"])
+@pytest.mark.parametrize(
+    "name", ["cider", "cider_fixed", "lnln", "mult", "self_mm", "tfr_net", "tfr_net_fixed"]
+)
 def test_builtin_adapters_pass_the_conformance_suite(name: str) -> None:
     results = check_adapter(name)
     failures = [f"{r.task}/{r.alignment} {r.check}: {r.detail}" for r in results if not r.ok]
     assert not failures, failures
-    assert len(results) == 7 * 2 * len({r.task for r in results})
+    assert len(results) == 8 * 2 * len({r.task for r in results})
+    coupled = [r for r in results if r.skipped]
+    assert len(coupled) == (2 * len({r.task for r in results}) if name == "cider" else 0)

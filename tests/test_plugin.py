@@ -55,7 +55,7 @@ def test_installed_plugin_is_found_checked_and_runs(
 
     checked = _mer_bench("check-adapter", "meanpool")
     assert checked.returncode == 0, checked.stdout + checked.stderr
-    assert "42 passed, 0 failed" in checked.stdout  # 3 tasks × 2 alignments × 7 checks
+    assert "48 passed, 0 failed" in checked.stdout  # 3 tasks × 2 alignments × 8 checks
 
     ran = _mer_bench(
         "run",
