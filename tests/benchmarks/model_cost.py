@@ -8,7 +8,9 @@ shape config with fewer samples). The adapter is built from its real-data preset
 ``default``) with the given batch size and the default tiny text encoder; it trains ``--batches``
 batches of the IID unaligned binary setting, then evaluates one cell (RMFM at 0.3) on the test split
 (and on valid where the adapter selects a post-hoc knob there). One JSON line goes to stdout: train samples/s, seconds for the cell, and the
-process's peak RSS (``ru_maxrss``), which is why each model needs a fresh process.
+process's peak RSS (``ru_maxrss``), which is why each model needs a fresh process. With one
+thread, CPU seconds (``*_cpu_*``) equal wall seconds on an idle machine and are steadier than
+them on a shared one.
 
 ``--mult-attention fused`` runs MulT's attention through PyTorch's
 ``scaled_dot_product_attention`` everywhere (the implementation before the blockwise dropout
@@ -73,19 +75,21 @@ def measure(
         adapter.on_epoch_start(1)
         adapter.train_mode()
         losses = []
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         for _, batch in zip(
             range(batches), train.batches(batch_size, generator=shuffle, shuffle=True)
         ):
             losses.append(adapter.train_step(batch, augment))
         loss = float(torch.stack(losses).float().mean())
         train_s = time.perf_counter() - start
+        train_cpu_s = time.process_time() - cpu_start
         adapter.on_epoch_end(1)
         valid, test = SplitTensors(bundle.valid, task), SplitTensors(bundle.test, task)
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         cell = CELL if task is SETTING.task else Cell(setting, CELL.mode, rate=CELL.rate)
         evaluate_cell(adapter, valid, test, cell, SEED, batch_size=batch_size, device=ctx.device)
         cell_s = time.perf_counter() - start
+        cell_cpu_s = time.process_time() - cpu_start
     return {
         "model": model,
         "preset": preset,
@@ -94,6 +98,8 @@ def measure(
         "train_samples": len(losses) * batch_size,
         "train_samples_per_s": len(losses) * batch_size / train_s,
         "cell_s": cell_s,
+        "train_samples_per_cpu_s": len(losses) * batch_size / train_cpu_s,
+        "cell_cpu_s": cell_cpu_s,
         "test_samples": test.size,
         "peak_rss_mb": _peak_rss_mb(),
         "data_rss_mb": rss_data,

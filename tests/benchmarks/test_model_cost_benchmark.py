@@ -88,7 +88,8 @@ def test_model_cost_at_mosi_shapes(benchmark, mosi_root, model, attention, batch
     _RESULTS[(model, attention, batch_size)] = result
     print(
         f"\n{model:12s} attention={attention:5s} batch={batch_size:3d} "
-        f"train {result['train_samples_per_s']:.2f} samples/s  cell {result['cell_s']:.1f} s  "
+        f"train {result['train_samples_per_s']:.2f} samples/s "
+        f"({result['train_samples_per_cpu_s']:.2f} per CPU s)  cell {result['cell_s']:.1f} s  "
         f"peak RSS {result['peak_rss_mb']:.0f} MB"
     )
     assert result["train_samples"] == BATCHES * batch_size
@@ -104,11 +105,12 @@ def test_mult_blockwise_attention_halves_peak_rss_and_is_not_slower(benchmark, m
     before, after = runs["fused"], runs["auto"]
     benchmark.extra_info.update(
         rss_ratio=after["peak_rss_mb"] / before["peak_rss_mb"],
-        speedup=after["train_samples_per_s"] / before["train_samples_per_s"],
+        speedup=after["train_samples_per_cpu_s"] / before["train_samples_per_cpu_s"],
     )
     benchmark.pedantic(lambda: None, rounds=1, iterations=1)
     assert after["peak_rss_mb"] <= 0.5 * before["peak_rss_mb"]
-    assert after["train_samples_per_s"] >= before["train_samples_per_s"]
+    # CPU seconds: steadier than wall time on a shared machine (one thread each).
+    assert after["train_samples_per_cpu_s"] >= before["train_samples_per_cpu_s"]
 
 
 def test_measure_reports_the_figures_on_tiny_data(tmp_path: Path) -> None:
