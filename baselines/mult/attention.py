@@ -8,10 +8,9 @@ sample, and most of the step time goes into moving those tensors.
 
 :func:`attention` dispatches: the fused kernel where it is memory-efficient, otherwise
 :class:`_ChunkedDropoutAttention`, a flash-attention-style autograd function written in PyTorch.
-It walks over blocks of query rows, keeps only which weights dropout kept (one byte per weight) for
-backward, and recomputes each block's softmax there. The maths is the
-same as the fused path: softmax(q kᵀ · scale + mask) with inverted dropout on the weights, then
-multiplied by v.
+It walks over blocks of query rows, keeps only which weights dropout kept (one byte per weight)
+for backward, and recomputes each block's softmax there. The maths is the fused path's:
+softmax(q kᵀ · scale + mask), inverted dropout on the weights, then the product with v.
 """
 
 from __future__ import annotations
