@@ -141,9 +141,13 @@ def cmd_data_check(args: argparse.Namespace) -> int:
 
 
 def cmd_data_synth(args: argparse.Namespace) -> int:
-    from mer_bench.data.synth import SynthConfig, write_synth
+    from mer_bench.data.synth import SynthShape, generation_bytes, shape_config, write_synth
+    from mer_bench.protocol import parse_enum
 
-    paths = write_synth(Path(args.out), SynthConfig(seed=args.seed))
+    config = shape_config(parse_enum(SynthShape, args.shape, "shape"), seed=args.seed)
+    gib = generation_bytes(config) / 2**30
+    print(f"generating synth ({args.shape}); needs about {gib:.1f} GiB of memory", file=sys.stderr)
+    paths = write_synth(Path(args.out), config)
     for p in paths:
         print(p)
     print(f"wrote {len(paths)} files (MMSA format) under {args.out}")
@@ -413,6 +417,11 @@ def build_parser() -> argparse.ArgumentParser:
     q = data_sub.add_parser("synth", help="write the synthetic dataset as MMSA pickles")
     q.add_argument("--out", required=True)
     q.add_argument("--seed", type=int, default=0)
+    q.add_argument(
+        "--shape",
+        default="small",
+        help="small (default: the main job's data), mosi or mosei (real shapes and split sizes)",
+    )
     q.set_defaults(handler=cmd_data_synth)
 
     p = sub.add_parser("masks", help="write the masks a cell applies, as .npz, for inspection")

@@ -7,7 +7,9 @@ entry for entry. Two implementation choices do not change the mathematics:
 - tensors stay batch-major (B, T, E) inside the encoders instead of the reference's time-major
   (T, B, E); every operation is per position or per batch row, so the outputs are identical;
 - attention runs through ``F.scaled_dot_product_attention`` with the scale (E/H)^-1/2; the
-  reference scales q after its bias and then multiplies by kᵀ, which is the same product.
+  reference scales q after its bias and then multiplies by kᵀ, which is the same product. On
+  CPU with attention dropout, where that call would keep every (Tq, Tk) weight tensor for
+  backward, a blockwise equivalent runs instead (``baselines/mult/attention.py``).
 
 One extension exists only to keep the synthetic benchmark fast on CPU: a temporal conv stride
 (``MulTConfig.stride_*``). Every faithful preset uses stride 1, where it is the reference conv.
@@ -22,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from baselines.mult.attention import attention
 from mer_bench.text_encoder import TextModel
 
 MODALITIES: tuple[str, ...] = ("l", "a", "v")
@@ -176,14 +179,14 @@ class MultiheadAttention(nn.Module):
             else:
                 k = F.linear(key, w[e : 2 * e], bias[e : 2 * e])
                 v = F.linear(value, w[2 * e :], bias[2 * e :])
-        ctx = F.scaled_dot_product_attention(
+        ctx = attention(
             self._heads(q),
             self._heads(k),
             self._heads(v),
-            attn_mask=mask,
-            dropout_p=self.attn_dropout if self.training else 0.0,
-            is_causal=causal,
-            scale=self.head_dim**-0.5,
+            mask,
+            causal,
+            self.attn_dropout if self.training else 0.0,
+            self.head_dim**-0.5,
         )
         b, _, tq, _ = ctx.shape
         return self.out_proj(ctx.transpose(1, 2).reshape(b, tq, e))

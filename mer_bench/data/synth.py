@@ -37,6 +37,11 @@ What the generator puts in each sample (all of it a pure function of the config)
   agreement (``ood_train_agreement``) and test the reverse (``ood_test_agreement``): the
   word-label shortcut that CIDer's counterfactual branch targets (CIDER.md §8). The binary and
   seven OOD files are two independent re-partitions.
+- Shapes (:class:`SynthShape`): ``small`` is the default config; ``mosi`` and ``mosei`` set the
+  real corpora's split sizes and per-sample shapes (text 50 × 768 features, unaligned audio
+  375 × 5 / 500 × 74, vision 500 × 20 / 500 × 35, aligned 50) and nothing else, so the real
+  models can be timed and sized on them. The whole pool is held in memory while writing
+  (:func:`generation_bytes`: about 3 GB for ``mosi``, over 40 GB for ``mosei``).
 - Cross-dataset: two separately drawn domains sharing audio/vision widths but with different
   text lengths; domain b has a label shift, rotated audio/vision signal directions, other
   channel offsets/scales and a partly different vocabulary.
@@ -54,6 +59,7 @@ import shutil
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
 from statistics import NormalDist
 from typing import Any
@@ -261,6 +267,92 @@ class SynthConfig:
         )
         base.update(overrides)
         return cls(**base)
+
+
+class SynthShape(str, Enum):
+    """Tensor shapes and split sizes of the generated files (``data synth --shape``).
+
+    ``small`` is :class:`SynthConfig`'s defaults (the main job's data); ``mosi`` and ``mosei``
+    reproduce the real corpora's per-sample shapes and split sizes, so that a run on them
+    exercises the real code path's memory and time without the real data.
+    """
+
+    SMALL = "small"
+    MOSI = "mosi"
+    MOSEI = "mosei"
+
+
+_BERT_HIDDEN = 768
+"""Width of the real files' precomputed text features (bert-base hidden states)."""
+
+SHAPE_FIELDS: dict[SynthShape, dict[str, Any]] = {
+    SynthShape.SMALL: {},
+    SynthShape.MOSI: dict(
+        n_train=1284,
+        n_valid=229,
+        n_test=686,
+        text_len=50,
+        text_feat_dim=_BERT_HIDDEN,
+        audio_dim=5,
+        vision_dim=20,
+        audio_len=375,
+        vision_len=500,
+        # Cross-dataset files: MOSI-sized domains with the CASP feature widths (25 / 171);
+        # domain a has MOSI's text length, domain b MOSEI's.
+        cross_n_train=1284,
+        cross_n_valid=229,
+        cross_n_test=686,
+        cross_audio_dim=25,
+        cross_vision_dim=171,
+        cross_text_len=44,
+        cross_b_text_len=75,
+    ),
+    SynthShape.MOSEI: dict(
+        n_train=16326,
+        n_valid=1871,
+        n_test=4659,
+        text_len=50,
+        text_feat_dim=_BERT_HIDDEN,
+        audio_dim=74,
+        vision_dim=35,
+        audio_len=500,
+        vision_len=500,
+        cross_n_train=16326,
+        cross_n_valid=1871,
+        cross_n_test=4659,
+        cross_audio_dim=25,
+        cross_vision_dim=171,
+        cross_text_len=75,
+        cross_b_text_len=44,
+    ),
+}
+"""The fields each shape sets; everything else (signal, vocabulary, shift) keeps its default."""
+
+
+def shape_config(shape: SynthShape, seed: int = 0, **overrides: Any) -> SynthConfig:
+    """The generator config of ``shape``, with ``overrides`` (e.g. smaller splits) on top."""
+    return SynthConfig(**{**SHAPE_FIELDS[shape], "seed": seed, **overrides})
+
+
+def generation_bytes(config: SynthConfig) -> int:
+    """Rough peak memory of :func:`write_synth` for ``config`` (within about 20%).
+
+    All float32: the sample pool, both cross-dataset domains (drawn up front), and two copies of
+    the largest file while it is written (its split arrays and their pickled bytes); plus the
+    embedding table (float64 while built).
+    """
+    n_pool = math.ceil(config.pool_factor * config.n_total)
+    per_sample = (
+        config.text_len * config.text_feat_dim
+        + config.audio_len * config.audio_dim
+        + config.vision_len * config.vision_dim
+        + config.text_len * (config.audio_dim + config.vision_dim)
+    )
+    cross_width = config.text_feat_dim + config.cross_audio_dim + config.cross_vision_dim
+    n_cross = sum(getattr(config, name) for name in CROSS_SIZE_FIELDS)
+    cross = n_cross * (config.cross_text_len + config.cross_b_text_len) * cross_width
+    floats = per_sample * (n_pool + 2 * config.n_total) + cross
+    return int(4 * floats + 12 * BERT_VOCAB_SIZE * config.text_feat_dim)
 
 
 def _check(condition: bool, message: str) -> None:
