@@ -31,6 +31,7 @@ import torch
 
 from mer_bench.adapters import AdapterContext, get_adapter
 from mer_bench.batch import SplitTensors
+from mer_bench.corruption import TrainCorruption
 from mer_bench.data.loaders import load_bundle
 from mer_bench.evaluate import evaluate_cell
 from mer_bench.protocol import Alignment, Cell, Dataset, DataSetting, Distribution, Mode, Task
@@ -74,10 +75,9 @@ def measure(
     params = cls.resolve_params(preset, {"batch_size": batch_size})
     seed_everything(SEED)
     with tempfile.TemporaryDirectory() as cache:
-        ctx = AdapterContext(
-            spec=bundle.spec, task=task, params=params, seed=SEED, cache_dir=Path(cache)
-        )
+        ctx = AdapterContext.create(bundle.spec, params, data=setting, seed=SEED, out=cache)
         adapter = cls(ctx)
+        corruption = adapter.training_corruption() or TrainCorruption.none()
         adapter.setup(bundle.train)
         train = SplitTensors(bundle.train, task)
         shuffle = torch.Generator().manual_seed(SEED)
@@ -89,7 +89,7 @@ def measure(
         for _, batch in zip(
             range(batches), train.batches(batch_size, generator=shuffle, shuffle=True)
         ):
-            losses.append(adapter.train_step(batch, augment))
+            losses.append(adapter.train_step(corruption.apply(batch, SEED, 1), augment))
         loss = float(torch.stack(losses).float().mean())
         train_s = time.perf_counter() - start
         train_cpu_s = time.process_time() - cpu_start
