@@ -88,7 +88,7 @@ def import_limits(file_size: int) -> Limits:
     """
     stream = max(1 << 20, MAX_EXPANSION * file_size)
     return Limits(
-        address_space=(1 << 30) + 3 * file_size,
+        address_space=(512 << 20) + 3 * file_size,
         cpu_seconds=60 + file_size // (2 << 20),
         wall_seconds=120.0 + file_size / (1 << 20),
         file_size=stream + (1 << 20),

@@ -577,7 +577,6 @@ _CORRUPT = (
     AttributeError,
     struct.error,
     OverflowError,
-    MemoryError,
     RecursionError,
     zlib.error,
     lzma.LZMAError,
@@ -932,6 +931,10 @@ def _read(path: Path, raw: IO[bytes], file_size: int, sink: Any) -> tuple[Any, L
         except DataError as exc:
             text = str(exc)
             raise DataError(text if text.startswith(str(path)) else f"{path}: {text}") from None
+        except MemoryError:
+            raise DataError(
+                f"{path}: refused: reading it needs more memory than an import may use"
+            ) from None
         except EOFError as exc:
             raise DataError(
                 f"{path}: file ends early: truncated or corrupt ({_short(str(exc))})"
@@ -948,12 +951,22 @@ def _read(path: Path, raw: IO[bytes], file_size: int, sink: Any) -> tuple[Any, L
     return obj, LoadInfo(format=fmt, compression=compression, protocol=protocol), stream.pos
 
 
+def _node_budget(consumed: int) -> int:
+    """Containers and values a stream of ``consumed`` bytes may expand to.
+
+    Every honest value costs at least two opcode bytes (a label as ``BININT1``, a string's
+    length and text), so more nodes than half the bytes means memo references repeat shared
+    sub-structures.
+    """
+    return consumed // 2 + 10_000
+
+
 class _Budget:
     def __init__(self, nodes: int) -> None:
         self.nodes = nodes
 
-    def spend(self, path: Path) -> None:
-        self.nodes -= 1
+    def spend(self, path: Path, count: int = 1) -> None:
+        self.nodes -= count
         if self.nodes < 0:
             raise DataError(
                 f"{path}: refused: the file's object graph expands to more items than it "
@@ -981,6 +994,8 @@ def _walk(
         if depth > MAX_DEPTH:
             raise DataError(f"{path}: refused: containers nested more than {MAX_DEPTH} deep")
         kind = type(node)
+        if kind is dict or kind is list or kind is tuple:
+            budget.spend(path, len(node))  # before queueing the children
         if kind is dict:
             out: Any = {}
             parent[slot] = {"t": "dict", "v": out} if tagged else out
@@ -1023,7 +1038,7 @@ def load_untrusted_with_info(path: Path) -> tuple[Any, LoadInfo]:
     with raw:
         size = os.fstat(raw.fileno()).st_size
         obj, info, consumed = _read(path, io.BufferedReader(raw, 1 << 20), size, _MemorySink())
-    budget = _Budget(2 * consumed + 10_000)
+    budget = _Budget(_node_budget(consumed))
 
     def leaf(node: Any) -> Any:
         if isinstance(node, _ArrayProto):
@@ -1054,8 +1069,7 @@ def _tagged_leaf(node: Any, path: Path, budget: _Budget) -> Any:
         if isinstance(value, _Stored):
             return {"t": "array", "file": value.file}
         if isinstance(value, _ObjectArray):
-            for _ in range(len(value.items)):
-                budget.spend(path)
+            budget.spend(path, len(value.items))
             for item in value.items:
                 if type(item) is int and item.bit_length() > 64:
                     raise DataError(f"{path}: refused: an integer wider than 64 bits")
@@ -1095,7 +1109,7 @@ def import_to_folder(source: str | Path, folder: str | Path) -> None:
         digest, hashed = hashing.sha.hexdigest(), hashing.size
     if hashed != size:
         raise DataError(f"{path}: the file changed while it was read")
-    budget = _Budget(2 * consumed + 10_000)
+    budget = _Budget(_node_budget(consumed))
     tree = _walk(obj, path, budget, lambda node: _tagged_leaf(node, path, budget), tagged=True)
     for leftover in folder.glob("blob*.npy"):
         leftover.unlink()
