@@ -11,6 +11,7 @@ Merging never silently replaces a better-provenanced entry: see :func:`provenanc
 
 from __future__ import annotations
 
+import html
 import json
 import math
 import platform
@@ -22,8 +23,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mer_bench.errors import DataError
+from mer_bench.errors import ConfigError, DataError, MerBenchError
 from mer_bench.metrics import mean_sd
+from mer_bench.params import read_json_file, shorten
 from mer_bench.protocol import PROTOCOL_VERSION, RATES, DataSetting, Mode, Task
 from mer_bench.report.data import PRIMARY, seed_auilc, select
 
@@ -170,14 +172,115 @@ def _describe(entry: dict) -> str:
     )
 
 
-def read_entry(path: Path) -> dict:
+MAX_ENTRY_BYTES = 8 << 20
+
+
+def _read_json(path: Path, what: str) -> object:
     try:
-        entry = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise DataError(f"cannot read leaderboard file {path}: {exc}") from None
+        return read_json_file(path, what, max_bytes=MAX_ENTRY_BYTES)
+    except ConfigError as exc:
+        raise DataError(str(exc)) from None
+
+
+def read_entry(path: Path) -> dict:
+    """A leaderboard file, checked against the entry schema (DataError naming what is wrong)."""
+    entry = _read_json(path, f"leaderboard file {path}")
     if not isinstance(entry, dict) or "model" not in entry or "setting" not in entry:
         raise DataError(f"{path} is not a leaderboard entry (needs 'model' and 'setting')")
+    try:
+        check_entry(entry)
+    except _SchemaError as exc:
+        raise DataError(f"{path}: not a valid leaderboard entry: {exc}") from None
     return entry
+
+
+class _SchemaError(Exception):
+    pass
+
+
+def _need(ok: bool, what: str) -> None:
+    if not ok:
+        raise _SchemaError(what)
+
+
+def _is_num(value: object) -> bool:
+    return value is None or (isinstance(value, (int, float)) and not isinstance(value, bool))
+
+
+def _check_stat(stat: object, where: str) -> None:
+    _need(isinstance(stat, dict), f"{where} must be an object")
+    assert isinstance(stat, dict)
+    _need(_is_num(stat.get("mean")) and _is_num(stat.get("sd")), f"{where}: mean/sd not numbers")
+    per_seed = stat.get("per_seed", [])
+    _need(isinstance(per_seed, list) and all(map(_is_num, per_seed)), f"{where}: per_seed")
+
+
+def _check_stats(block: object, where: str) -> None:
+    """``{metric: stat}`` or, for rates/conditions, ``{key: {metric: stat}}``."""
+    _need(isinstance(block, dict), f"{where} must be an object")
+    assert isinstance(block, dict)
+    for key, value in block.items():
+        _need(isinstance(key, str), f"{where}: keys must be strings")
+        if isinstance(value, dict) and "mean" not in value:
+            for metric, stat in value.items():
+                _check_stat(stat, f"{where}.{key}.{metric}")
+        else:
+            _check_stat(value, f"{where}.{key}")
+
+
+def check_entry(entry: dict) -> None:
+    """Raise ``_SchemaError`` unless ``entry`` has the fields and types rendering relies on."""
+    _need(isinstance(entry.get("model"), str) and 0 < len(entry["model"]) <= 200, "model")
+    setting = entry.get("setting")
+    _need(isinstance(setting, dict), "'setting' must be an object")
+    _need(all(isinstance(setting.get(k), str) for k in _SETTING_KEYS), "setting fields")
+    try:
+        DataSetting.parse("/".join(setting[k] for k in _SETTING_KEYS))
+    except MerBenchError as exc:
+        raise _SchemaError(f"setting: {exc}") from None
+    seeds = entry.get("seeds", [])
+    _need(isinstance(seeds, list) and all(type(s) is int for s in seeds), "'seeds' must be ints")
+    selection = entry.get("selection")
+    _need(
+        selection is None
+        or isinstance(selection, str)
+        or (isinstance(selection, list) and all(isinstance(x, str) for x in selection)),
+        "'selection'",
+    )
+    modes = entry.get("modes", {})
+    _need(isinstance(modes, dict), "'modes' must be an object")
+    for mode, block in modes.items():
+        _need(isinstance(block, dict), f"modes.{shorten(str(mode))} must be an object")
+        for part in ("rates", "auilc", "conditions"):
+            if part in block:
+                _check_stats(block[part], f"modes.{shorten(str(mode))}.{part}")
+    provenance = entry.get("provenance")
+    _need(provenance is None or isinstance(provenance, dict), "'provenance'")
+    reported = entry.get("reported", [])
+    _need(isinstance(reported, list), "'reported' must be a list")
+    for item in reported:
+        _check_reported(item)
+
+
+def _check_reported(item: object) -> None:
+    _need(isinstance(item, dict), "reported figures must be objects")
+    assert isinstance(item, dict)
+    _need(isinstance(item.get("source"), str), "reported figure without a 'source' string")
+    metrics = item.get("metrics", {})
+    _need(isinstance(metrics, dict), "reported 'metrics' must be an object")
+    _need(
+        all(isinstance(k, str) and _is_num(v) for k, v in metrics.items()),
+        "reported metrics must be numbers",
+    )
+
+
+def md(value: object, limit: int = 200) -> str:
+    """Text from a leaderboard file made safe for a Markdown table cell (and the HTML it may be
+    rendered as): one line, HTML-escaped (no tags or entities), and the characters that end a
+    cell, start a link or code span (``|``, ``[``, ``]``, backtick, backslash) escaped."""
+    text = " ".join(str(value).split())[:limit]
+    text = html.escape(text, quote=False)
+    return re.sub(r"([\\`\[\]|])", r"\\\1", text)
 
 
 def entries_from_frame(frame: pd.DataFrame, models: Sequence[str] = ()) -> list[dict]:
@@ -200,10 +303,19 @@ def add_reported(root: Path, reported_file: Path) -> list[MergeOutcome]:
     An existing file keeps its measured results; a reported figure with the same source is
     replaced, others are appended.
     """
-    try:
-        items = json.loads(reported_file.read_text())["reported"]
-    except (OSError, json.JSONDecodeError, KeyError, TypeError) as exc:
-        raise DataError(f"cannot read reported figures from {reported_file}: {exc}") from None
+    what = f"reported figures {reported_file}"
+    document = _read_json(reported_file, what)
+    items = document.get("reported") if isinstance(document, dict) else None
+    if not isinstance(items, list):
+        raise DataError(f"{what}: expected an object with a 'reported' list")
+    for item in items:
+        try:
+            _check_reported(item)
+            _need(isinstance(item.get("model"), str) and len(item["model"]) <= 200, "model")
+            _need(isinstance(item.get("setting"), str), "'setting' must be a string")
+            DataSetting.parse(item["setting"])
+        except (_SchemaError, MerBenchError) as exc:
+            raise DataError(f"{what}: invalid item: {exc}") from None
     outcomes = []
     for item in items:
         data = DataSetting.parse(item["setting"])
@@ -288,14 +400,14 @@ def render_setting(entries: Sequence[dict], data: DataSetting) -> str:
             first_mode = next((e["modes"][m] for m in modes if m in e["modes"]), {})
             clean = first_mode.get("rates", {}).get("0.0", {}).get(metric)
             lines.append(
-                f"| {i} | {e['model']} | "
+                f"| {i} | {md(e['model'])} | "
                 + _fmt({"mean": None if math.isnan(rank_value) else rank_value}, metric)
                 + " | "
                 + " | ".join(
                     _fmt(e["modes"].get(m, {}).get("auilc", {}).get(metric), metric) for m in modes
                 )
-                + f" | {_fmt(clean, metric)} | {len(e['seeds'])} | {e['selection']} | "
-                + f"{(e.get('provenance') or {}).get('date', '')} |"
+                + f" | {_fmt(clean, metric)} | {len(e['seeds'])} | {md(e['selection'])} | "
+                + f"{md((e.get('provenance') or {}).get('date', ''))} |"
             )
         lines.append("")
     reported = [(e["model"], r) for e in entries for r in e.get("reported", [])]
@@ -305,14 +417,14 @@ def render_setting(entries: Sequence[dict], data: DataSetting) -> str:
             "Reported figures (from the papers / reproductions named; complete data, no missing "
             "modality; not produced by mer_bench):",
             "",
-            "| model | " + " | ".join(names) + " | source |",
+            "| model | " + " | ".join(md(n) for n in names) + " | source |",
             "|---|" + "---:|" * len(names) + "---|",
         ]
         for model, r in reported:
             lines.append(
-                f"| {model} | "
-                + " | ".join(_fmt({"mean": r["metrics"].get(n)}, n) for n in names)
-                + f" | {r['source']} |"
+                f"| {md(model)} | "
+                + " | ".join(_fmt({"mean": r.get("metrics", {}).get(n)}, n) for n in names)
+                + f" | {md(r['source'])} |"
             )
         lines.append("")
     return "\n".join(lines)
