@@ -262,7 +262,8 @@ class _RestrictedUnpickler(pickle._Unpickler):  # type: ignore[name-defined]
         self._prefix = prefix
         self._stubs: dict[tuple[str, str], type] = {}
         self._storages: dict[str, tuple[_StorageType, int, torch.UntypedStorage]] = {}
-        self._storage_ids: set[int] = set()
+        self._storage_ids: dict[int, int] = {}
+        """id of each storage made here → its element count."""
         self._stored_elements = 0
         self._viewed_elements = 0
         self._rebuilders = {
@@ -424,7 +425,7 @@ class _RestrictedUnpickler(pickle._Unpickler):  # type: ignore[name-defined]
             wrap_storage=flat.untyped_storage(), dtype=storage_type.dtype, _internal=True
         )
         self._storages[key] = (storage_type, numel, storage)
-        self._storage_ids.add(id(storage))
+        self._storage_ids[id(storage)] = numel
         self._stored_elements += numel
         return storage
 
@@ -438,7 +439,7 @@ class _RestrictedUnpickler(pickle._Unpickler):  # type: ignore[name-defined]
         if not ok:
             raise DataError("checkpoint tensor has a malformed size, stride or offset")
         count = math.prod(size)
-        total = storage.size()
+        total = self._storage_ids[id(storage)]
         if count:
             last = offset + sum((d - 1) * s for d, s in zip(size, stride))
             if last >= total or count > total:
