@@ -361,7 +361,9 @@ class _MemorySink:
     ) -> np.ndarray:
         flat = np.frombuffer(data, dtype=dtype) if len(data) else np.empty(0, dtype=dtype)
         array = flat.reshape(shape, order="F" if fortran else "C")
-        return array.astype(dtype.newbyteorder("="), order="K", copy=True)
+        if dtype.isnative:
+            return array  # a read-only view of the bytes read: no second copy
+        return array.astype(dtype.newbyteorder("="), order="K")
 
     def from_stream(
         self, dtype: np.dtype, shape: tuple[int, ...], fortran: bool, stream: _Bounded, nbytes: int
