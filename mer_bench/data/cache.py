@@ -4,9 +4,10 @@ On first use of a data file (real or synthetic) its pickle/joblib content is rea
 restricted reader of ``mer_bench.data.safe_pickle`` in a resource-limited child process
 (``mer_bench.data.sandbox``), which writes every array as a ``.npy`` file and everything else as
 one JSON tree, with the source's SHA-256 and size. Later loads read that folder: arrays are
-memory-mapped read-only (``numpy.load(..., mmap_mode="r", allow_pickle=False)``), so worker
-processes on one host share the pages instead of each holding a copy, and no pickle is parsed
-again.
+memory-mapped copy-on-write (``numpy.load(..., mmap_mode="c", allow_pickle=False)``), so worker
+processes on one host share the pages instead of each holding a copy (a page a process writes
+to, e.g. audio ``-inf`` set to 0, becomes private to it; the cache file never changes), and no
+pickle is parsed again.
 
 Where: ``$MER_BENCH_IMPORT_CACHE`` if set, else ``$MER_BENCH_CACHE/imports``, else
 ``~/.cache/mer_bench/imports``; one folder per source path. Deleting the folder is always safe
@@ -57,7 +58,7 @@ class Imported:
     """A data file's content read from the cache."""
 
     content: Any
-    """The file's object tree: dicts, lists, str/numbers, read-only memory-mapped arrays."""
+    """The file's object tree: dicts, lists, str/numbers, copy-on-write memory-mapped arrays."""
     info: LoadInfo
     sha256: str
     size: int
@@ -244,7 +245,9 @@ def _array(folder: Path, name: Any) -> np.ndarray:
     if 0 in shape:
         array = np.load(file, allow_pickle=False)
     else:
-        array = np.load(file, mmap_mode="r", allow_pickle=False)
+        # Copy-on-write: pages stay shared with other processes until this one writes to
+        # them (e.g. zeroing audio's -inf), and no write ever reaches the cache file.
+        array = np.load(file, mmap_mode="c", allow_pickle=False)
     if not array.dtype.isnative:
         array = array.astype(array.dtype.newbyteorder("="))
     return array

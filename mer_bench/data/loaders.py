@@ -23,7 +23,8 @@ brought to the training file's length n along time (``fit_time_length``):
 Files are read through the import cache (``mer_bench.data.cache``): parsed once in a sandbox,
 then memory-mapped. Loaded files are also cached in-process (keyed by resolved path, mtime, size
 and the file's role), so the settings that share a file validate it once. Cached splits are
-shared and their big arrays are read-only memory maps: never write into them.
+shared and their big arrays are copy-on-write memory maps: never write into them (a write
+stays in this process but changes the split every setting sharing it sees).
 """
 
 from __future__ import annotations
