@@ -43,8 +43,9 @@ from typing import Any
 
 import torch
 
-from mer_bench.data.safe_pickle import open_regular, quote
+from mer_bench.data.safe_pickle import quote
 from mer_bench.data.sandbox import Limits, SandboxError, run_sandboxed
+from mer_bench.data.streams import open_regular
 from mer_bench.errors import DataError
 
 # Module prefixes whose globals become inert stubs (the reference model's object graph).

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from mer_bench.data.safe_pickle import open_regular
+from mer_bench.data.streams import open_regular
 from mer_bench.data.types import Split
 from mer_bench.errors import ConfigError, DataError
 

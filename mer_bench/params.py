@@ -172,7 +172,7 @@ def parse_set_value(text: str, name: str = "--set") -> Any:
 
 def read_json_file(path: str | Path, what: str, *, max_bytes: int = MAX_FILE_BYTES) -> Any:
     """Read and parse a JSON file with limits; ConfigError for a missing, huge or bad file."""
-    from mer_bench.data.safe_pickle import open_regular
+    from mer_bench.data.streams import open_regular
     from mer_bench.errors import DataError
 
     try:

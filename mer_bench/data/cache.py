@@ -33,15 +33,9 @@ from typing import Any
 import numpy as np
 
 from mer_bench.data.checksums import sha256_file
-from mer_bench.data.safe_pickle import (
-    FORMAT_VERSION,
-    MANIFEST,
-    MAX_DEPTH,
-    MAX_EXPANSION,
-    LoadInfo,
-    open_regular,
-)
+from mer_bench.data.safe_pickle import FORMAT_VERSION, MANIFEST, MAX_DEPTH, LoadInfo
 from mer_bench.data.sandbox import Limits, SandboxError, run_sandboxed
+from mer_bench.data.streams import MAX_EXPANSION, open_regular
 from mer_bench.errors import DataError
 
 __all__ = ["ENV_IMPORT_CACHE", "Imported", "cache_root", "clear_cache", "import_limits", "load"]

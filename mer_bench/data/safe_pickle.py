@@ -33,16 +33,12 @@ tree; runs call it in a resource-limited child process (``mer_bench.data.sandbox
 from __future__ import annotations
 
 import base64
-import bz2
-import gzip
-import hashlib
 import io
 import json
 import lzma
 import math
 import os
 import pickle
-import stat
 import struct
 import zlib
 from collections.abc import Callable
@@ -52,6 +48,16 @@ from typing import IO, Any
 
 import numpy as np
 
+from mer_bench.data.streams import (
+    CHUNK,
+    COMPRESSED,
+    MAX_EXPANSION,
+    Bounded,
+    HashingReader,
+    check_pickle_head,
+    open_regular,
+    sniff,
+)
 from mer_bench.errors import DataError
 
 __all__ = [
@@ -66,8 +72,6 @@ __all__ = [
     "quote",
 ]
 
-MAX_EXPANSION = 2000
-"""A compressed file may expand to at most this many times its size (zlib tops out near 1032)."""
 MAX_DEPTH = 64
 """Nesting depth of containers in a data file (MMSA files nest 3 deep)."""
 MAX_NDIM = 16
@@ -75,7 +79,6 @@ MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
 _BLOB_MIN = 1 << 20
 """Byte strings at least this long, outside a pickle frame, go to disk when importing."""
-_CHUNK = 1 << 22
 _NPY_HEADER = 4096
 """Bytes reserved for the ``.npy`` header of arrays streamed before their shape is known."""
 
@@ -366,7 +369,7 @@ class _MemorySink:
         return array.astype(dtype.newbyteorder("="), order="K")
 
     def from_stream(
-        self, dtype: np.dtype, shape: tuple[int, ...], fortran: bool, stream: _Bounded, nbytes: int
+        self, dtype: np.dtype, shape: tuple[int, ...], fortran: bool, stream: Bounded, nbytes: int
     ) -> np.ndarray:
         flat = np.empty(nbytes // max(1, dtype.itemsize), dtype=dtype)
         stream.readinto_exact(memoryview(flat).cast("B"))
@@ -375,7 +378,7 @@ class _MemorySink:
             array = array.byteswap().view(dtype.newbyteorder("="))
         return array
 
-    def blob(self, stream: _Bounded, nbytes: int) -> Any:  # pragma: no cover - not called
+    def blob(self, stream: Bounded, nbytes: int) -> Any:  # pragma: no cover - not called
         raise AssertionError
 
 
@@ -412,7 +415,7 @@ class _FolderSink:
         return _Stored(name)
 
     def from_stream(
-        self, dtype: np.dtype, shape: tuple[int, ...], fortran: bool, stream: _Bounded, nbytes: int
+        self, dtype: np.dtype, shape: tuple[int, ...], fortran: bool, stream: Bounded, nbytes: int
     ) -> _Stored:
         name, path = self._next("a")
         with open(path, "wb") as fh:
@@ -420,155 +423,13 @@ class _FolderSink:
             stream.copy_to(fh, nbytes)
         return _Stored(name)
 
-    def blob(self, stream: _Bounded, nbytes: int) -> _Blob:
+    def blob(self, stream: Bounded, nbytes: int) -> _Blob:
         _, path = self._next("blob")
         with open(path, "wb") as fh:
             fh.write(b"\x00" * _NPY_HEADER)
             stream.copy_to(fh, nbytes)
         return _Blob(path, nbytes)
 
-
-# ----------------------------------------------------------------------------- streams
-
-
-class _Bounded:
-    """File-like view of the (decompressed) stream that refuses reads beyond ``limit`` bytes."""
-
-    def __init__(self, inner: IO[bytes], limit: int) -> None:
-        self._inner = inner
-        self.limit = limit
-        self.pos = 0
-
-    def left(self) -> int:
-        return self.limit - self.pos
-
-    def _claim(self, n: int) -> None:
-        if n < 0 or n > self.left():
-            raise DataError(
-                f"refused: the file declares {n} bytes where at most {self.left()} can follow"
-            )
-
-    def read(self, n: int = -1) -> bytes:
-        if n is None or n < 0:
-            raise DataError("refused: unbounded read")
-        self._claim(n)
-        data = self._inner.read(n)
-        self.pos += len(data)
-        return data
-
-    def readline(self, size: int = -1) -> bytes:
-        cap = self.left() if size is None or size < 0 else min(size, self.left())
-        data = self._inner.readline(cap)
-        self.pos += len(data)
-        return data
-
-    def readinto(self, buf: Any) -> int:
-        view = memoryview(buf).cast("B")
-        self._claim(len(view))
-        got = self._inner.readinto(view)  # type: ignore[attr-defined]
-        self.pos += got or 0
-        return got or 0
-
-    def readinto_exact(self, view: memoryview) -> None:
-        self._claim(len(view))
-        done = 0
-        while done < len(view):
-            got = self._inner.readinto(view[done : done + _CHUNK])  # type: ignore[attr-defined]
-            if not got:
-                raise EOFError(f"array data ends after {done} of {len(view)} bytes")
-            done += got
-            self.pos += got
-
-    def copy_to(self, out: IO[bytes], n: int) -> None:
-        self._claim(n)
-        done = 0
-        while done < n:
-            chunk = self._inner.read(min(_CHUNK, n - done))
-            if not chunk:
-                raise EOFError(f"data ends after {done} of {n} bytes")
-            out.write(chunk)
-            done += len(chunk)
-            self.pos += len(chunk)
-
-
-class _HashingReader(io.RawIOBase):
-    """Raw reader of the source file that hashes every byte read (one pass for the manifest)."""
-
-    def __init__(self, raw: IO[bytes]) -> None:
-        self._raw = raw
-        self.sha = hashlib.sha256()
-        self.size = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, b: Any) -> int:
-        got = self._raw.readinto(b)  # type: ignore[attr-defined]
-        if got:
-            self.sha.update(memoryview(b)[:got])
-            self.size += got
-        return got or 0
-
-    def finish(self) -> tuple[str, int]:
-        while self.read(_CHUNK):
-            pass
-        return self.sha.hexdigest(), self.size
-
-
-class _ZlibReader(io.RawIOBase):
-    """Streaming reader for joblib's raw zlib compression (``compress=N`` default)."""
-
-    def __init__(self, raw: IO[bytes]):
-        self._raw = raw
-        self._decomp = zlib.decompressobj()
-        self._buf = b""
-        self._pos = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, b: Any) -> int:
-        view = memoryview(b).cast("B")
-        while self._pos >= len(self._buf):
-            if self._decomp.eof:
-                return 0
-            chunk = self._decomp.unconsumed_tail or self._raw.read(1 << 16)
-            if not chunk:
-                raise EOFError("compressed stream ends before its end marker")
-            # max_length bounds what one compressed chunk may expand to in memory.
-            self._buf, self._pos = self._decomp.decompress(chunk, 1 << 22), 0
-        n = min(len(view), len(self._buf) - self._pos)
-        view[:n] = self._buf[self._pos : self._pos + n]
-        self._pos += n
-        return n
-
-
-def _is_zlib(head: bytes) -> bool:
-    return len(head) >= 2 and head[0] == 0x78 and (head[0] * 256 + head[1]) % 31 == 0
-
-
-_COMPRESSED: tuple[tuple[str, Callable[[bytes], bool], Callable[[IO[bytes]], IO[bytes]]], ...] = (
-    ("gzip", lambda h: h.startswith(b"\x1f\x8b"), lambda f: gzip.GzipFile(fileobj=f)),
-    ("bz2", lambda h: h.startswith(b"BZh"), lambda f: bz2.BZ2File(f)),
-    ("xz", lambda h: h.startswith(b"\xfd7zXZ\x00"), lambda f: lzma.LZMAFile(f)),
-    (
-        "lzma",
-        lambda h: h.startswith(b"\x5d\x00\x00"),
-        lambda f: lzma.LZMAFile(f, format=lzma.FORMAT_ALONE),
-    ),
-    ("zlib", _is_zlib, lambda f: io.BufferedReader(_ZlibReader(f), 1 << 20)),
-)
-
-_NOT_PICKLE: tuple[tuple[bytes, str], ...] = (
-    (b"\x89PNG", "a PNG image"),
-    (b"PK\x03\x04", "a zip archive (an .npz, a torch checkpoint or similar)"),
-    (b"\x93NUMPY", "a .npy array file"),
-    (b"\x89HDF", "an HDF5 file"),
-    (b"\x04\x22\x4d\x18", "an lz4-compressed file (lz4 is not supported; re-save uncompressed)"),
-)
-
-# Protocol 0/1 pickles have no header; a dump of a dict starts with one of these opcodes.
-_OLD_PROTOCOL_START = frozenset(b"(}])")
 
 _CORRUPT = (
     pickle.UnpicklingError,
@@ -585,51 +446,6 @@ _CORRUPT = (
 )
 
 
-def open_regular(path: Path) -> IO[bytes]:
-    """Open a regular file for reading; DataError for FIFOs, devices, folders or missing files."""
-    try:
-        st = os.stat(path)
-    except OSError as exc:
-        raise DataError(f"{path}: cannot open data file ({exc.strerror or exc})") from None
-    if not stat.S_ISREG(st.st_mode):
-        raise DataError(f"{path}: not a regular file (a folder, FIFO or device); refused")
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
-    except OSError as exc:
-        raise DataError(f"{path}: cannot open data file ({exc.strerror or exc})") from None
-    if not stat.S_ISREG(os.fstat(fd).st_mode):  # replaced between stat and open
-        os.close(fd)
-        raise DataError(f"{path}: not a regular file; refused")
-    os.set_blocking(fd, True)
-    return os.fdopen(fd, "rb", buffering=0)
-
-
-def _check_pickle_head(path: Path, head: bytes) -> int | None:
-    if head[0] == pickle.PROTO[0]:
-        if len(head) < 2 or not 2 <= head[1] <= pickle.HIGHEST_PROTOCOL:
-            raise DataError(
-                f"{path}: not a pickle file (unknown pickle protocol header {head[:2]!r})"
-            )
-        return head[1]
-    if head[0] in _OLD_PROTOCOL_START:
-        return None
-    raise DataError(f"{path}: not a pickle file (starts with {head[:8]!r})")
-
-
-def _sniff(path: Path, head: bytes) -> str | None:
-    """Raise DataError for files that are clearly not pickles; return a compression name."""
-    if not head:
-        raise DataError(f"{path}: file is empty")
-    for name, matches, _ in _COMPRESSED:
-        if matches(head):
-            return name
-    for magic, what in _NOT_PICKLE:
-        if head.startswith(magic):
-            raise DataError(f"{path}: not a pickle file: it is {what}")
-    _check_pickle_head(path, head)
-    return None
-
-
 # ----------------------------------------------------------------------------- unpickler
 
 
@@ -638,7 +454,7 @@ class _RestrictedUnpickler(pickle._Unpickler):  # type: ignore[name-defined]
 
     dispatch = pickle._Unpickler.dispatch.copy()  # type: ignore[attr-defined]
 
-    def __init__(self, stream: _Bounded, sink: _MemorySink | _FolderSink, *, nested: bool):
+    def __init__(self, stream: Bounded, sink: _MemorySink | _FolderSink, *, nested: bool):
         # latin1 lets Python 2 pickles of numpy arrays load; Python 3 pickles never use it.
         super().__init__(stream, encoding="latin1")
         self._stream = stream
@@ -907,19 +723,19 @@ def _check_wrapper_state(state: Any) -> tuple[tuple[int, ...], bool, np.dtype, i
 
 def _open_stream(
     path: Path, raw: IO[bytes], file_size: int
-) -> tuple[_Bounded, str | None, int | None, IO[bytes] | None]:
+) -> tuple[Bounded, str | None, int | None, IO[bytes] | None]:
     head = raw.peek(16)[:16]  # type: ignore[attr-defined]
-    compression = _sniff(path, head)
+    compression = sniff(path, head)
     if compression is None:
-        return _Bounded(raw, file_size), None, _check_pickle_head(path, head), None
-    opener = next(op for name, _, op in _COMPRESSED if name == compression)
+        return Bounded(raw, file_size), None, check_pickle_head(path, head), None
+    opener = next(op for name, _, op in COMPRESSED if name == compression)
     inner = opener(raw)
     inner_head = inner.peek(16)[:16]  # type: ignore[attr-defined]
     if not inner_head:
         raise DataError(f"{path}: compressed file holds no data")
-    protocol = _check_pickle_head(path, inner_head)
+    protocol = check_pickle_head(path, inner_head)
     limit = max(1 << 20, MAX_EXPANSION * file_size)
-    return _Bounded(inner, limit), compression, protocol, inner
+    return Bounded(inner, limit), compression, protocol, inner
 
 
 def _read(path: Path, raw: IO[bytes], file_size: int, sink: Any) -> tuple[Any, LoadInfo, int]:
@@ -1102,11 +918,11 @@ def import_to_folder(source: str | Path, folder: str | Path) -> None:
     raw = open_regular(path)
     with raw:
         size = os.fstat(raw.fileno()).st_size
-        hashing = _HashingReader(raw)
+        hashing = HashingReader(raw)
         buffered = io.BufferedReader(hashing, 1 << 20)
         sink = _FolderSink(folder)
         obj, info, consumed = _read(path, buffered, size, sink)
-        while buffered.read(_CHUNK):
+        while buffered.read(CHUNK):
             pass
         digest, hashed = hashing.sha.hexdigest(), hashing.size
     if hashed != size:
