@@ -12,14 +12,14 @@ joblib uses: joblib interleaves raw array bytes with pickle opcodes) with these 
 - A dtype is rebuilt from an allow-list of plain kinds (bool, ints, unsigned, floats, complex,
   fixed-width unicode, and object for ids/raw text) and only if the file's whole dtype state
   equals the state numpy itself writes for that dtype and byte order.
-- Array bytes are copied into arrays we allocate (``numpy.frombuffer`` on bytes we read, or
-  streamed straight into ``.npy`` files when importing into the cache, see
-  ``mer_bench.data.cache``). Object arrays are never numpy object buffers from the file: their
+- Arrays are plain numbers over bytes we read (``numpy.frombuffer`` with a checked numeric
+  dtype and a size that matches), or are streamed straight into ``.npy`` files when importing
+  into the cache (``mer_bench.data.cache``). Object arrays are never numpy object buffers from the file: their
   items come from the pickle as Python values and must be ``str``, ``int``, ``float``, ``bool``
   or ``None``.
-- Every read is bounded by what the stream can hold: the bytes left in an uncompressed file, or
-  for a compressed one ``MAX_EXPANSION`` times its size. A declared length or array size beyond
-  that is refused before anything is allocated.
+- Every read is bounded by what the stream can hold (``mer_bench.data.streams``): the bytes
+  left in an uncompressed file, or for a compressed one ``MAX_EXPANSION`` times its size. A
+  declared length or array size beyond that is refused before anything is allocated.
 - Dict keys must be ``str`` and set items plain scalars, so no file-built tuple is ever hashed;
   the result is walked iteratively with a depth and node budget (shared sub-structures cannot
   multiply into an exponential tree); error messages quote at most ~80 characters and never call

@@ -98,6 +98,10 @@ def run_sandboxed(target: str, args: Sequence[str], limits: Limits, *, cwd: Path
         raise SandboxError(
             f"gave up after {limits.wall_seconds:.0f} s (wall-clock limit of the import)"
         ) from None
+    except BaseException:  # interrupted (Ctrl-C): do not leave the child running
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        raise
     if proc.returncode == 0:
         return
     lines = err[-_STDERR_KEEP:].decode("utf-8", "replace").strip().splitlines()
