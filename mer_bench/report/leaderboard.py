@@ -251,9 +251,10 @@ def check_entry(entry: dict) -> None:
     _need(isinstance(modes, dict), "'modes' must be an object")
     for mode, block in modes.items():
         _need(isinstance(block, dict), f"modes.{shorten(str(mode))} must be an object")
-        for part in ("rates", "auilc", "conditions"):
+        for part in ("rates", "auilc", "conditions", "relative_robustness"):
             if part in block:
                 _check_stats(block[part], f"modes.{shorten(str(mode))}.{part}")
+    _need(isinstance(entry.get("regime", ""), str), "'regime' must be a string")
     provenance = entry.get("provenance")
     _need(provenance is None or isinstance(provenance, dict), "'provenance'")
     reported = entry.get("reported", [])
@@ -272,6 +273,23 @@ def _check_reported(item: object) -> None:
         all(isinstance(k, str) and _is_num(v) for k, v in metrics.items()),
         "reported metrics must be numbers",
     )
+    for text in ("protocol", "selection", "note"):
+        _need(isinstance(item.get(text, ""), str), f"reported {text!r} must be a string")
+    curve = item.get("per_rate")
+    if curve is not None:
+        _need(isinstance(curve, dict) and isinstance(curve.get("mode"), str), "per_rate mode")
+        rates = curve.get("rates")
+        _need(isinstance(rates, dict), "per_rate 'rates' must be an object")
+        for rate, values in rates.items():
+            _need(isinstance(rate, str) and isinstance(values, dict), "per_rate rows")
+            _need(
+                all(isinstance(k, str) and _is_num(v) for k, v in values.items()),
+                "per_rate figures must be numbers",
+            )
+            try:
+                float(rate)
+            except ValueError:
+                raise _SchemaError(f"per_rate rate {shorten(rate)!r} is not a number") from None
 
 
 def md(value: object, limit: int = 200) -> str:

@@ -85,3 +85,15 @@ def test_reported_figures_file_is_validated(tmp_path: Path) -> None:
     bad.write_text(json.dumps({"reported": {"model": "m"}}))
     with pytest.raises(DataError, match="'reported' list"):
         add_reported(tmp_path / "boards", bad)
+
+
+def test_per_rate_curves_of_reported_figures_are_checked(tmp_path: Path) -> None:
+    entry = _empty_entry("m", DATA)
+    entry["reported"] = [{"source": "s", "per_rate": {"mode": "RMFM", "rates": {"x": {}}}}]
+    with pytest.raises(DataError, match="per_rate rate 'x'"):
+        read_entry(_write(tmp_path, entry))
+    entry["reported"] = [
+        {"source": "s", "per_rate": {"mode": "RMFM", "rates": {"0.1": {"a": "b"}}}}
+    ]
+    with pytest.raises(DataError, match="per_rate figures"):
+        read_entry(_write(tmp_path, entry))
