@@ -127,3 +127,43 @@ def test_cache_root_follows_the_environment(monkeypatch: pytest.MonkeyPatch) -> 
     assert cache.cache_root() == Path("/somewhere/imports")
     monkeypatch.setenv(cache.ENV_IMPORT_CACHE, "/elsewhere")
     assert cache.cache_root() == Path("/elsewhere")
+
+
+@pytest.mark.parametrize(
+    "writer", ["pickle-2", "pickle-3", "pickle-5", "joblib", "joblib-zlib", "joblib-bz2"]
+)
+def test_the_import_gives_what_the_in_process_reader_gives(
+    tmp_path: Path, imports: list[str], writer: str
+) -> None:
+    """Every kind of value survives the trip through .npy files and JSON unchanged."""
+    from mer_bench.data.safe_pickle import load_untrusted
+
+    big = np.arange(300_000, dtype=np.float32).reshape(1000, 300)  # > 1 MiB: streamed to disk
+    content = {
+        "train": {
+            "big": big,
+            "fortran": np.asfortranarray(np.arange(12.0).reshape(3, 4)),
+            "big_endian": np.arange(6, dtype=">f4").reshape(2, 3),
+            "ints": np.array([1, 2, 3], dtype=np.int64),
+            "ids": np.array(["a$_$1", "b$_$2"], dtype=object),
+            "unicode": np.array(["xy", "z"]),
+            "empty": np.zeros((0, 5), dtype=np.float32),
+            "scalar": np.float32(2.5),
+            "py": [1, 2.5, "s", b"raw", None, True, (1, 2), {3, 4}],
+        }
+    }
+    path = tmp_path / "f.pkl"
+    if writer.startswith("pickle"):
+        write_pickle(content, path, protocol=int(writer[-1]))
+    else:
+        compress = {"joblib": 0, "joblib-zlib": 3, "joblib-bz2": ("bz2", 3)}[writer]
+        write_joblib(content, path, compress=compress)
+    expected = load_untrusted(path)["train"]
+    got = cache.load(path).content["train"]
+    for key in ("big", "fortran", "big_endian", "ints", "ids", "unicode", "empty"):
+        assert got[key].dtype == expected[key].dtype and got[key].dtype.isnative, key
+        assert np.array_equal(got[key], expected[key]), key
+    assert got["fortran"].flags.f_contiguous
+    assert got["scalar"] == expected["scalar"] and type(got["scalar"]) is np.float32
+    assert got["py"][:6] == [1, 2.5, "s", b"raw", None, True]
+    assert list(got["py"][6]) == [1, 2] and set(got["py"][7]) == {3, 4}
