@@ -368,6 +368,14 @@ class _RestrictedUnpickler(pickle._Unpickler):  # type: ignore[name-defined]
         items = self.pop_mark()  # first: it rebinds self.append to the outer stack
         self.append(frozenset(_plain_key(x) for x in items))
 
+    def _load_bytearray8(self) -> None:
+        # pickle's own version allocates the declared length before reading it.
+        (n,) = struct.unpack("<Q", self.read(8))
+        data = self.read(n)  # at most what data.pkl still holds
+        if len(data) != n:
+            raise DataError(f"checkpoint data.pkl declares {n} bytes where {len(data)} follow")
+        self.append(bytearray(data))
+
     def _refuse(self) -> None:
         raise DataError("checkpoint uses a pickle opcode that is not allowed (refused)")
 
@@ -381,6 +389,7 @@ class _RestrictedUnpickler(pickle._Unpickler):  # type: ignore[name-defined]
     dispatch[pickle.APPENDS[0]] = _load_appends
     dispatch[pickle.ADDITEMS[0]] = _load_additems
     dispatch[pickle.FROZENSET[0]] = _load_frozenset
+    dispatch[pickle.BYTEARRAY8[0]] = _load_bytearray8
     for _op in (pickle.INST, pickle.OBJ, pickle.EXT1, pickle.EXT2, pickle.EXT4,
                 pickle.NEXT_BUFFER, pickle.READONLY_BUFFER):  # fmt: skip
         dispatch[_op[0]] = _refuse
@@ -508,6 +517,8 @@ def load_stub_tree(path: Path) -> Any:
         raise DataError(f"{path} is not a torch.save zip checkpoint") from None
     except DataError as exc:
         raise DataError(f"{path}: {exc}") from None
+    except MemoryError:
+        raise DataError(f"{path}: reading the checkpoint needs more memory than allowed") from None
     except (
         pickle.UnpicklingError,
         EOFError,

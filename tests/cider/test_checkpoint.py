@@ -310,3 +310,17 @@ def test_import_checkpoint_cli_prints_one_error_line(tmp_path: Path, kind: str) 
     assert HOSTILE[kind] in lines[0]
     assert int(proc.stdout.strip()) < 1500  # MB: torch itself is ~0.3-0.7 GB
     assert not (tmp_path / "out.safetensors").exists()
+
+
+def test_declared_bytearray_length_is_not_allocated(tmp_path: Path) -> None:
+    """BYTEARRAY8 declaring 1 TiB in a 20-byte data.pkl (pickle itself allocates it first)."""
+    import struct
+    import zipfile
+
+    from cider.checkpoint import import_checkpoint_here
+
+    path = tmp_path / "bytearray.pt"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("archive/data.pkl", b"\x80\x05\x96" + struct.pack("<Q", 1 << 40) + b".")
+    with pytest.raises(DataError, match="declares 1099511627776 bytes"):
+        import_checkpoint_here(path)

@@ -3,6 +3,7 @@ opcode by opcode gives a state dict or one ``DataError``, never another exceptio
 
 from __future__ import annotations
 
+import os
 import zipfile
 from pathlib import Path
 
@@ -29,7 +30,7 @@ def _valid(tmp: Path) -> tuple[bytes, dict[str, bytes]]:
 
 
 @settings(
-    max_examples=200,
+    max_examples=int(os.environ.get("MER_BENCH_FUZZ_EXAMPLES", "200")),
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )

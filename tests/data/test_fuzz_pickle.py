@@ -8,6 +8,7 @@ to end through ``data check`` (one ``error:`` line and exit 2, or exit 0).
 from __future__ import annotations
 
 import functools
+import os
 import pickle
 import pickletools
 import subprocess
@@ -90,7 +91,7 @@ def _load_and_validate(path: Path) -> None:
 
 
 @settings(
-    max_examples=300,
+    max_examples=int(os.environ.get("MER_BENCH_FUZZ_EXAMPLES", "300")),
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
