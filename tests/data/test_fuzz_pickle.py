@@ -96,6 +96,7 @@ def _load_and_validate(path: Path) -> None:
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(data=st.data())
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # pickletools on mangled escapes
 def test_mutated_files_load_or_raise_data_error(tmp_path: Path, data: st.DataObject) -> None:
     content = data.draw(mutated(_fixtures(str(tmp_path))))
     path = tmp_path / "mutant.pkl"
