@@ -25,6 +25,7 @@ import os
 import re
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -122,7 +123,20 @@ def _write_manifest(folder: Path, manifest: dict) -> None:
     os.replace(tmp, folder / MANIFEST)
 
 
+_STALE_SECONDS = 24 * 3600
+
+
+def _remove_stale(root: Path) -> None:
+    """Drop half-written import folders a killed process left behind (older than a day)."""
+    now = time.time()
+    for folder in root.glob(".import-*"):
+        with contextlib.suppress(OSError):
+            if now - folder.stat().st_mtime > _STALE_SECONDS:
+                shutil.rmtree(folder, ignore_errors=True)
+
+
 def _import(path: Path, entry: Path, size: int) -> dict:
+    _remove_stale(entry.parent)
     tmp = Path(tempfile.mkdtemp(prefix=".import-", dir=entry.parent))
     try:
         try:

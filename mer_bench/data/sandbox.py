@@ -159,6 +159,10 @@ def _main(argv: list[str]) -> int:
     except MerBenchError as exc:
         print(f"error: {str(exc).splitlines()[0][:1000]}", file=sys.stderr)
         return 2
+    except OSError as exc:  # e.g. a full disk while writing the output
+        reason = exc.strerror or type(exc).__name__
+        print(f"error: input/output error during the import ({reason})", file=sys.stderr)
+        return 2
     except Exception as exc:  # the input is hostile: one line, no traceback
         print(f"internal error {type(exc).__name__}", file=sys.stderr)
         return 1

@@ -167,3 +167,13 @@ def test_the_import_gives_what_the_in_process_reader_gives(
     assert got["scalar"] == expected["scalar"] and type(got["scalar"]) is np.float32
     assert got["py"][:6] == [1, 2.5, "s", b"raw", None, True]
     assert list(got["py"][6]) == [1, 2] and set(got["py"][7]) == {3, 4}
+
+
+def test_stale_half_written_imports_are_removed(tmp_path: Path, imports: list[str]) -> None:
+    root = cache.cache_root()
+    stale, recent = root / ".import-old", root / ".import-new"
+    for folder in (stale, recent):
+        folder.mkdir(parents=True)
+    os.utime(stale, (1, 1))
+    cache.load(write_pickle(make_file(text_dim=None), tmp_path / "f.pkl"))
+    assert not stale.exists() and recent.exists()
