@@ -6,6 +6,7 @@ Computed from the training split (§7.4), or read from the reference's shipped `
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from mer_bench.data.streams import open_regular
 from mer_bench.data.types import Split
 from mer_bench.errors import ConfigError, DataError
 
@@ -118,15 +120,35 @@ def shipped_paths(
     return protos, probs / f"{prefix}{dataset}_train_{task}.npy"
 
 
+MAX_PROTOTYPE_LEN = 1 << 20
+"""Longest prototype vector read (the reference's are a few thousand values)."""
+
+
 def _load_vector(path: Path) -> np.ndarray:
-    if not path.is_file():
+    """A 1-D float vector from a ``.npy`` file, checked before anything is allocated.
+
+    The header (dtype, shape) is read and compared with the file's size first; an ``.npz``
+    archive, a pickled array or any other file under a ``.npy`` name is refused.
+    """
+    if not path.exists():
         raise DataError(f"CIDer prototype file not found: {path}")
-    try:
-        arr = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise DataError(f"cannot read CIDer prototype file {path}: {exc}") from None
-    if arr.ndim != 1 or not np.issubdtype(arr.dtype, np.floating):
-        raise DataError(f"{path}: expected a 1-D float array, got {arr.dtype} {arr.shape}")
+    with open_regular(path) as fh:
+        size = os.fstat(fh.fileno()).st_size
+        try:
+            version = np.lib.format.read_magic(fh)
+            if version == (1, 0):
+                shape, _, dtype = np.lib.format.read_array_header_1_0(fh)
+            elif version in ((2, 0), (3, 0)):
+                shape, _, dtype = np.lib.format.read_array_header_2_0(fh)
+            else:
+                raise ValueError(f"unsupported .npy version {version}")
+        except (ValueError, OSError, SyntaxError) as exc:
+            raise DataError(f"{path}: not a .npy array file ({str(exc)[:120]})") from None
+        if len(shape) != 1 or dtype.kind != "f" or dtype.hasobject:
+            raise DataError(f"{path}: expected a 1-D float array, got {dtype} {shape}")
+        if shape[0] > MAX_PROTOTYPE_LEN or fh.tell() + shape[0] * dtype.itemsize != size:
+            raise DataError(f"{path}: array header does not match the file size")
+        arr = np.frombuffer(fh.read(shape[0] * dtype.itemsize), dtype=dtype).copy()
     if not np.isfinite(arr).all():
         raise DataError(f"{path}: non-finite values")
     return arr

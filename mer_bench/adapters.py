@@ -39,6 +39,7 @@ from mer_bench.batch import Batch
 from mer_bench.corruption import TrainCorruption
 from mer_bench.data.types import DataSpec, Split
 from mer_bench.errors import AdapterError, ConfigError
+from mer_bench.params import check_finite, shorten
 from mer_bench.protocol import Alignment, Dataset, DataSetting, Distribution, Task
 
 ENTRY_POINT_GROUP = "mer_bench.adapters"
@@ -282,10 +283,12 @@ def _coerce(key: str, value: Any, default: Any) -> Any:
             raise ConfigError(f"parameter {key!r} expects a list, got {value!r}")
         return type(default)(value)
     try:
-        return type(default)(value)
-    except (TypeError, ValueError):
+        converted = type(default)(value)
+    except (TypeError, ValueError, OverflowError):
         kind = type(default).__name__
-        raise ConfigError(f"parameter {key!r} expects {kind}, got {value!r}") from None
+        shown = shorten(value) if isinstance(value, str) else type(value).__name__
+        raise ConfigError(f"parameter {key!r} expects {kind}, got {shown!r}") from None
+    return check_finite(key, converted)
 
 
 # --------------------------------------------------------------------------- registry

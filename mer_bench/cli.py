@@ -7,7 +7,6 @@ their traceback and exit 1.
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import sys
 from collections.abc import Sequence
@@ -40,20 +39,15 @@ def _seeds(text: str) -> tuple[int, ...]:
 
 
 def _parse_value(text: str) -> Any:
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return text
+    from mer_bench.params import parse_set_value
+
+    return parse_set_value(text)
 
 
 def read_params_file(path: str) -> dict[str, Any]:
-    try:
-        data = json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ConfigError(f"cannot read --params {path}: {exc}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"--params {path} must hold a JSON object")
-    return data
+    from mer_bench.params import read_params_file as read
+
+    return read(path)
 
 
 def _overrides(

@@ -61,6 +61,13 @@ def tiny_synth_config():
     )
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _import_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Data files imported by the tests go to a session folder, not the user's cache."""
+    if not os.environ.get("MER_BENCH_IMPORT_CACHE"):
+        os.environ["MER_BENCH_IMPORT_CACHE"] = str(tmp_path_factory.mktemp("imports"))
+
+
 @pytest.fixture(scope="session")
 def tiny_synth_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small synthetic dataset written in the MMSA format (shared by the session's tests)."""

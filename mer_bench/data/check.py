@@ -1,6 +1,7 @@
 """``mer_bench data check PATH``: validate one data file and summarise what it holds.
 
-The file is loaded with the restricted unpickler and validated against the schema exactly as
+The file is read through the import cache (parsed once by the restricted unpickler in a
+sandboxed child process, see ``mer_bench.data.cache``) and validated against the schema exactly as
 for a run, except that non-finite values left after the reference's ``-inf`` → 0 fix on audio
 (NaN anywhere, ±inf in vision or text features) are counted and reported instead of raising;
 the report then says the file will be refused for runs (``CheckReport.loadable`` is False).
@@ -19,9 +20,10 @@ from typing import Any
 
 import numpy as np
 
-from mer_bench.data.checksums import known_file, sha256_file
+from mer_bench.data import cache
+from mer_bench.data.checksums import known_file
 from mer_bench.data.loaders import CROSS_DIR
-from mer_bench.data.safe_pickle import LoadInfo, load_untrusted_with_info
+from mer_bench.data.safe_pickle import LoadInfo
 from mer_bench.data.schema import SPLITS, KeyStats, SplitStats, inspect_file
 from mer_bench.data.types import Split, seven_class_labels
 from mer_bench.protocol import Distribution
@@ -178,20 +180,20 @@ def check_file(path: Path, kind: Distribution | None = None) -> CheckReport:
     ``kind`` forces the file's role; by default it is detected (module docstring).
     """
     path = Path(path)
-    raw, info = load_untrusted_with_info(path)
+    imported = cache.load(path)
+    raw, info = imported.content, imported.info
     if kind is None:
         kind, reason = detect_kind(raw, info, path)
     else:
         reason = "given"
     checked = inspect_file(raw, path, kind=kind, allow_nonfinite=True)
     del raw
-    digest = sha256_file(path)
     train = checked.splits["train"]
     return CheckReport(
         path=path,
-        size_bytes=path.stat().st_size,
-        sha256=digest,
-        known_as=known_file(digest),
+        size_bytes=imported.size,
+        sha256=imported.sha256,
+        known_as=known_file(imported.sha256),
         info=info,
         kind=kind,
         kind_reason=reason,

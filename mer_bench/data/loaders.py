@@ -20,9 +20,11 @@ brought to the training file's length n along time (``fit_time_length``):
   vision). The text therefore still ends with [SEP] at its last valid position, and each
   aligned audio/vision frame stays paired with its token. Lengths become min(length, n).
 
-Loaded files are cached in-process (keyed by resolved path, mtime, size and the file's role),
-so the settings that share a file load it once. Cached splits are shared: treat their arrays
-as read-only.
+Files are read through the import cache (``mer_bench.data.cache``): parsed once in a sandbox,
+then memory-mapped. Loaded files are also cached in-process (keyed by resolved path, mtime, size
+and the file's role), so the settings that share a file validate it once. Cached splits are
+shared and their big arrays are copy-on-write memory maps: never write into them (a write
+stays in this process but changes the split every setting sharing it sees).
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mer_bench.data.safe_pickle import load_untrusted
+from mer_bench.data import cache
 from mer_bench.data.schema import inspect_file
 from mer_bench.data.types import DatasetBundle, DataSpec, Split
 from mer_bench.errors import DataError
@@ -192,7 +194,7 @@ def load_file(path: Path, kind: Distribution) -> dict[str, Split]:
         if key in _cache:
             _cache.move_to_end(key)
             return dict(_cache[key])
-    raw = load_untrusted(path)
+    raw = cache.load(path).content
     splits = inspect_file(raw, path, kind=kind).splits
     del raw
     with _cache_lock:

@@ -11,6 +11,7 @@ Merging never silently replaces a better-provenanced entry: see :func:`provenanc
 
 from __future__ import annotations
 
+import html
 import json
 import math
 import platform
@@ -22,8 +23,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mer_bench.errors import DataError
+from mer_bench.errors import ConfigError, DataError, MerBenchError
 from mer_bench.metrics import Aggregate, mean_sd
+from mer_bench.params import read_json_file, shorten
 from mer_bench.protocol import PROTOCOL_VERSION, RATES, DataSetting, Mode, Task
 from mer_bench.report.data import PRIMARY, seed_auilc, seed_relative_robustness, select
 
@@ -178,14 +180,133 @@ def _describe(entry: dict) -> str:
     )
 
 
-def read_entry(path: Path) -> dict:
+MAX_ENTRY_BYTES = 8 << 20
+
+
+def _read_json(path: Path, what: str) -> object:
     try:
-        entry = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise DataError(f"cannot read leaderboard file {path}: {exc}") from None
+        return read_json_file(path, what, max_bytes=MAX_ENTRY_BYTES)
+    except ConfigError as exc:
+        raise DataError(str(exc)) from None
+
+
+def read_entry(path: Path) -> dict:
+    """A leaderboard file, checked against the entry schema (DataError naming what is wrong)."""
+    entry = _read_json(path, f"leaderboard file {path}")
     if not isinstance(entry, dict) or "model" not in entry or "setting" not in entry:
         raise DataError(f"{path} is not a leaderboard entry (needs 'model' and 'setting')")
+    try:
+        check_entry(entry)
+    except _SchemaError as exc:
+        raise DataError(f"{path}: not a valid leaderboard entry: {exc}") from None
     return entry
+
+
+class _SchemaError(Exception):
+    pass
+
+
+def _need(ok: bool, what: str) -> None:
+    if not ok:
+        raise _SchemaError(what)
+
+
+def _is_num(value: object) -> bool:
+    return value is None or (isinstance(value, (int, float)) and not isinstance(value, bool))
+
+
+def _check_stat(stat: object, where: str) -> None:
+    _need(isinstance(stat, dict), f"{where} must be an object")
+    assert isinstance(stat, dict)
+    _need(_is_num(stat.get("mean")) and _is_num(stat.get("sd")), f"{where}: mean/sd not numbers")
+    per_seed = stat.get("per_seed", [])
+    _need(isinstance(per_seed, list) and all(map(_is_num, per_seed)), f"{where}: per_seed")
+
+
+def _check_stats(block: object, where: str) -> None:
+    """``{metric: stat}`` or, for rates/conditions, ``{key: {metric: stat}}``."""
+    _need(isinstance(block, dict), f"{where} must be an object")
+    assert isinstance(block, dict)
+    for key, value in block.items():
+        _need(isinstance(key, str), f"{where}: keys must be strings")
+        if isinstance(value, dict) and "mean" not in value:
+            for metric, stat in value.items():
+                _check_stat(stat, f"{where}.{key}.{metric}")
+        else:
+            _check_stat(value, f"{where}.{key}")
+
+
+def check_entry(entry: dict) -> None:
+    """Raise ``_SchemaError`` unless ``entry`` has the fields and types rendering relies on."""
+    _need(isinstance(entry.get("model"), str) and 0 < len(entry["model"]) <= 200, "model")
+    setting = entry.get("setting")
+    _need(isinstance(setting, dict), "'setting' must be an object")
+    _need(all(isinstance(setting.get(k), str) for k in _SETTING_KEYS), "setting fields")
+    try:
+        DataSetting.parse("/".join(setting[k] for k in _SETTING_KEYS))
+    except MerBenchError as exc:
+        raise _SchemaError(f"setting: {exc}") from None
+    seeds = entry.get("seeds", [])
+    _need(isinstance(seeds, list) and all(type(s) is int for s in seeds), "'seeds' must be ints")
+    selection = entry.get("selection")
+    _need(
+        selection is None
+        or isinstance(selection, str)
+        or (isinstance(selection, list) and all(isinstance(x, str) for x in selection)),
+        "'selection'",
+    )
+    modes = entry.get("modes", {})
+    _need(isinstance(modes, dict), "'modes' must be an object")
+    for mode, block in modes.items():
+        _need(isinstance(block, dict), f"modes.{shorten(str(mode))} must be an object")
+        for part in ("rates", "auilc", "conditions", "relative_robustness"):
+            if part in block:
+                _check_stats(block[part], f"modes.{shorten(str(mode))}.{part}")
+    _need(isinstance(entry.get("regime", ""), str), "'regime' must be a string")
+    provenance = entry.get("provenance")
+    _need(provenance is None or isinstance(provenance, dict), "'provenance'")
+    reported = entry.get("reported", [])
+    _need(isinstance(reported, list), "'reported' must be a list")
+    for item in reported:
+        _check_reported(item)
+
+
+def _check_reported(item: object) -> None:
+    _need(isinstance(item, dict), "reported figures must be objects")
+    assert isinstance(item, dict)
+    _need(isinstance(item.get("source"), str), "reported figure without a 'source' string")
+    metrics = item.get("metrics", {})
+    _need(isinstance(metrics, dict), "reported 'metrics' must be an object")
+    _need(
+        all(isinstance(k, str) and _is_num(v) for k, v in metrics.items()),
+        "reported metrics must be numbers",
+    )
+    for text in ("protocol", "selection", "note"):
+        _need(isinstance(item.get(text, ""), str), f"reported {text!r} must be a string")
+    curve = item.get("per_rate")
+    if curve is not None:
+        _need(isinstance(curve, dict) and isinstance(curve.get("mode"), str), "per_rate mode")
+        rates = curve.get("rates")
+        _need(isinstance(rates, dict), "per_rate 'rates' must be an object")
+        for rate, values in rates.items():
+            _need(isinstance(rate, str) and isinstance(values, dict), "per_rate rows")
+            _need(
+                all(isinstance(k, str) and _is_num(v) for k, v in values.items()),
+                "per_rate figures must be numbers",
+            )
+            try:
+                float(rate)
+            except ValueError:
+                raise _SchemaError(f"per_rate rate {shorten(rate)!r} is not a number") from None
+
+
+def md(value: object, limit: int = 200) -> str:
+    """Text from a leaderboard file made safe for a Markdown table cell (and the HTML it may be
+    rendered as): one line, HTML-escaped (no tags or entities), and the characters that end a
+    cell, start a link or code span (``|``, ``[``, ``]``, backtick, backslash) escaped."""
+    text = " ".join(str(value).split())[:limit]
+    text = html.escape(text, quote=False)
+    return re.sub(r"([\\`\[\]|])", r"\\\1", text)
 
 
 def entries_from_frame(frame: pd.DataFrame, models: Sequence[str] = ()) -> list[dict]:
@@ -208,10 +329,19 @@ def add_reported(root: Path, reported_file: Path) -> list[MergeOutcome]:
     An existing file keeps its measured results; a reported figure with the same source is
     replaced, others are appended.
     """
-    try:
-        items = json.loads(reported_file.read_text())["reported"]
-    except (OSError, json.JSONDecodeError, KeyError, TypeError) as exc:
-        raise DataError(f"cannot read reported figures from {reported_file}: {exc}") from None
+    what = f"reported figures {reported_file}"
+    document = _read_json(reported_file, what)
+    items = document.get("reported") if isinstance(document, dict) else None
+    if not isinstance(items, list):
+        raise DataError(f"{what}: expected an object with a 'reported' list")
+    for item in items:
+        try:
+            _check_reported(item)
+            _need(isinstance(item.get("model"), str) and len(item["model"]) <= 200, "model")
+            _need(isinstance(item.get("setting"), str), "'setting' must be a string")
+            DataSetting.parse(item["setting"])
+        except (_SchemaError, MerBenchError) as exc:
+            raise DataError(f"{what}: invalid item: {exc}") from None
     outcomes = []
     for item in items:
         data = DataSetting.parse(item["setting"])
@@ -312,15 +442,15 @@ def render_setting(entries: Sequence[dict], data: DataSetting) -> str:
             first_mode = next((e["modes"][m] for m in modes if m in e["modes"]), {})
             clean = first_mode.get("rates", {}).get("0.0", {}).get(metric)
             lines.append(
-                f"| {i} | {e['model']} | {e.get('regime', 'native')} | "
+                f"| {i} | {md(e['model'])} | {md(e.get('regime', 'native'))} | "
                 + _fmt({"mean": None if math.isnan(score) else score}, metric)
                 + " | "
                 + " | ".join(
                     _fmt(e["modes"].get(m, {}).get("auilc", {}).get(metric), metric) for m in modes
                 )
                 + f" | {_fmt_ratio(_mean_rr(e, metric))}"
-                + f" | {_fmt(clean, metric)} | {len(e['seeds'])} | {e['selection']} | "
-                + f"{(e.get('provenance') or {}).get('date', '')} |"
+                + f" | {_fmt(clean, metric)} | {len(e['seeds'])} | {md(e['selection'])} | "
+                + f"{md((e.get('provenance') or {}).get('date', ''))} |"
             )
         lines.append("")
     reported = [(e["model"], r) for e in entries for r in e.get("reported", [])]
@@ -334,21 +464,23 @@ FULL_MODALITY = "complete data, no missing modality"
 
 
 def _render_reported(reported: Sequence[tuple[str, dict]]) -> list[str]:
-    """The reported-figures table (each row with its protocol), then any per-rate curves."""
+    """The reported-figures table (each row with its protocol), then any per-rate curves.
+
+    Every piece of text from the file goes through ``md`` (it is data, not Markdown)."""
     names = sorted({k for _, r in reported for k in r.get("metrics", {})})
     lines = [
         "Reported figures (from the papers / reproductions named; not produced by mer_bench; "
         "each under the protocol stated in its row):",
         "",
-        "| model | " + " | ".join(names) + " | protocol | source |",
+        "| model | " + " | ".join(md(n) for n in names) + " | protocol | source |",
         "|---|" + "---:|" * len(names) + "---|---|",
     ]
     for model, r in reported:
-        label = model + (f" ({r['selection']})" if r.get("selection") else "")
+        label = md(model) + (f" ({md(r['selection'])})" if r.get("selection") else "")
         lines.append(
             f"| {label} | "
             + " | ".join(_fmt({"mean": r.get("metrics", {}).get(n)}, n) for n in names)
-            + f" | {r.get('protocol', FULL_MODALITY)} | {r['source']} |"
+            + f" | {md(r.get('protocol', FULL_MODALITY))} | {md(r['source'])} |"
         )
     lines.append("")
     for model, r in reported:
@@ -357,16 +489,16 @@ def _render_reported(reported: Sequence[tuple[str, dict]]) -> list[str]:
             continue
         rates = curve["rates"]
         cols = sorted({k for values in rates.values() for k in values})
-        label = model + (f" ({r['selection']})" if r.get("selection") else "")
+        label = md(model) + (f" ({md(r['selection'])})" if r.get("selection") else "")
         lines += [
-            f"Reported per-rate figures, {label}, mode {curve['mode']} ({r['source']}):",
+            f"Reported per-rate figures, {label}, mode {md(curve['mode'])} ({md(r['source'])}):",
             "",
-            "| rate | " + " | ".join(cols) + " |",
+            "| rate | " + " | ".join(md(c) for c in cols) + " |",
             "|---:|" + "---:|" * len(cols),
         ]
         for rate in sorted(rates, key=float):
             lines.append(
-                f"| {rate} | "
+                f"| {md(rate)} | "
                 + " | ".join(_fmt({"mean": rates[rate].get(c)}, c) for c in cols)
                 + " |"
             )

@@ -165,3 +165,162 @@ def test_not_a_checkpoint(tmp_path: Path) -> None:
         import_checkpoint(bad)
     with pytest.raises(DataError):
         import_checkpoint(tmp_path / "missing.pt")
+
+
+# ----------------------------------------------------------------------------- hostile zips
+
+
+def _hostile(kind: str, tmp_path: Path) -> Path:
+    import collections
+    import zipfile
+
+    from tests.cider import hostile_checkpoints as hc
+
+    s6 = hc.StorageRef("0", 6)
+    storages = {"0": hc.floats(6)}
+    params: dict = {"w": hc.tensor(s6, (2, 3), (3, 1))}
+    modules: object = {}
+    compress = zipfile.ZIP_STORED
+    if kind == "zero_stride":
+        params = {"w": hc.tensor(hc.StorageRef("0", 1), (1 << 31,), (0,))}
+        storages = {"0": hc.floats(1)}
+    elif kind == "overlapping_views":
+        big = hc.StorageRef("0", 1 << 18)
+        storages = {"0": hc.floats(1 << 18)}
+        params = {f"w{i}": hc.tensor(big, (1 << 18,), (1,)) for i in range(8)}
+    elif kind == "negative_stride":
+        params = {"w": hc.tensor(s6, (2, 3), (-3, 1))}
+    elif kind == "negative_offset":
+        params = {"w": hc.tensor(s6, (3,), (1,), -3)}
+    elif kind == "past_the_end":
+        params = {"w": hc.tensor(s6, (2, 3), (3, 1), 1)}
+    elif kind == "storage_constructor":
+        params = {"w": hc.Reduce(torch.FloatStorage, (1 << 20,))}
+    elif kind == "short_member":
+        storages = {"0": hc.floats(5)}
+    elif kind == "bzip2_member":
+        storages = {"0": b"\x00" * (64 << 20)}
+        params = {"w": hc.tensor(hc.StorageRef("0", 16 << 20), (16 << 20,), (1,))}
+        compress = zipfile.ZIP_BZIP2
+    elif kind == "int_name":
+        params = {0: hc.tensor(s6, (6,), (1,))}
+    elif kind == "list_modules":
+        modules = [hc.module()]
+    elif kind == "deep_modules":
+        child = hc.module({"w": hc.tensor(s6, (6,), (1,))})
+        for _ in range(100):
+            child = hc.module(modules={"m": child})
+        modules = {"m": child}
+    elif kind == "xla_storage":
+        params = {"w": hc.tensor(hc.StorageRef("0", 6, location="xla:0"), (6,), (1,))}
+    elif kind == "xla_device":
+        params = {"w": hc.tensor(s6, (6,), (1,)), "d": torch.device("meta")}
+    elif kind == "build_on_dict":
+        params = {"w": hc.Reduce(collections.OrderedDict, (), {"x": 1})}
+    elif kind == "tuple_key":
+        params = {"w": hc.tensor(s6, (6,), (1,)), ((1, 2), (3, 4)): None}
+    root = hc.module(params, modules)
+    return hc.write_checkpoint(tmp_path / f"{kind}.pt", root, storages, compress)
+
+
+HOSTILE = {
+    "zero_stride": "does not fit its storage",
+    "overlapping_views": "repeat their storages",
+    "negative_stride": "malformed size, stride or offset",
+    "negative_offset": "malformed size, stride or offset",
+    "past_the_end": "does not fit its storage",
+    "storage_constructor": "cannot read checkpoint",
+    "short_member": "holds 20 bytes, the pickle declares 24",
+    "bzip2_member": "is compressed",
+    "int_name": "_parameters name int 0",
+    "list_modules": "_modules is not a dict",
+    "deep_modules": "nest deeper than",
+    "xla_storage": "only cpu and cuda are read",
+    "xla_device": "device str 'meta'",
+    "build_on_dict": "sets the state of",
+    "tuple_key": "as a dict key",
+}
+
+
+@pytest.mark.parametrize("kind", sorted(HOSTILE))
+def test_hostile_checkpoint_structures_are_refused(tmp_path: Path, kind: str) -> None:
+    from cider.checkpoint import import_checkpoint_here
+
+    path = _hostile(kind, tmp_path)
+    with pytest.raises(DataError, match=HOSTILE[kind].replace("(", r"\(")) as err:
+        import_checkpoint_here(path)
+    assert "\n" not in str(err.value) and len(str(err.value)) < 400
+
+
+def test_cuda_storages_load_on_the_cpu(tmp_path: Path) -> None:
+    from cider.checkpoint import import_checkpoint_here
+    from tests.cider import hostile_checkpoints as hc
+
+    root = hc.module({"w": hc.tensor(hc.StorageRef("0", 6, location="cuda:0"), (2, 3), (3, 1))})
+    path = hc.write_checkpoint(tmp_path / "cuda.pt", root, {"0": hc.floats(6)})
+    state = import_checkpoint_here(path)
+    assert state["w"].device.type == "cpu" and state["w"].tolist() == [[0, 1, 2], [3, 4, 5]]
+
+
+def test_torch_names_resolve_without_importing_modules() -> None:
+    import zipfile
+
+    from cider.checkpoint import _RestrictedUnpickler
+
+    before = set(sys.modules)
+    with zipfile.ZipFile(__import__("io").BytesIO(), "w") as archive:
+        unpickler = _RestrictedUnpickler(b"", archive, "")
+        for name in ("onnx", "hub", "_dynamo", "distributions", "FloatStorage"):
+            try:
+                unpickler.find_class("torch", name)
+            except DataError:
+                pass
+    assert set(sys.modules) == before
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["zero_stride", "bzip2_member"])
+def test_import_checkpoint_cli_prints_one_error_line(tmp_path: Path, kind: str) -> None:
+    import resource
+    import subprocess
+
+    from tests.conftest import ROOT, subprocess_env
+
+    path = _hostile(kind, tmp_path)
+    script = (
+        "import resource, subprocess, sys\n"
+        "p = subprocess.run([sys.executable, '-m', 'mer_bench', 'import-checkpoint', sys.argv[1],"
+        " '--out', sys.argv[2]], capture_output=True, text=True)\n"
+        "sys.stderr.write(p.stderr)\n"
+        "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss // 1024)\n"
+        "sys.exit(p.returncode)\n"
+    )
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (8 << 30, 8 << 30))
+
+    proc = subprocess.run(
+        [sys.executable, "-c", script, str(path), str(tmp_path / "out.safetensors")],
+        capture_output=True, text=True, cwd=ROOT, env=subprocess_env(), timeout=300,
+        preexec_fn=limit,
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr[-2000:]
+    assert HOSTILE[kind] in lines[0]
+    assert int(proc.stdout.strip()) < 1500  # MB: torch itself is ~0.3-0.7 GB
+    assert not (tmp_path / "out.safetensors").exists()
+
+
+def test_declared_bytearray_length_is_not_allocated(tmp_path: Path) -> None:
+    """BYTEARRAY8 declaring 1 TiB in a 20-byte data.pkl (pickle itself allocates it first)."""
+    import struct
+    import zipfile
+
+    from cider.checkpoint import import_checkpoint_here
+
+    path = tmp_path / "bytearray.pt"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("archive/data.pkl", b"\x80\x05\x96" + struct.pack("<Q", 1 << 40) + b".")
+    with pytest.raises(DataError, match="declares 1099511627776 bytes"):
+        import_checkpoint_here(path)

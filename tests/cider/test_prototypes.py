@@ -138,3 +138,39 @@ def test_adapter_uses_shipped_files(monkeypatch: pytest.MonkeyPatch) -> None:
     tiny = get_adapter("cider")(make_ctx(split, options=opts, dataset=Dataset.MOSI))
     with pytest.raises(DataError):
         tiny.setup(split)
+
+
+@pytest.mark.parametrize("kind", ["npz", "pickle", "object", "2d", "short", "fifo", "text"])
+def test_hostile_prototype_files_are_refused(tmp_path, kind: str) -> None:
+    import os
+    import pickle
+
+    from cider.prototypes import _load_vector
+
+    path = tmp_path / "proto_0.npy"
+    if kind == "npz":
+        with open(path, "wb") as fh:
+            np.savez(fh, a=np.zeros(3))
+    elif kind == "pickle":
+        path.write_bytes(pickle.dumps(np.zeros(3)))
+    elif kind == "object":
+        np.save(path, np.array(["a", 1], dtype=object), allow_pickle=True)
+    elif kind == "2d":
+        np.save(path, np.zeros((2, 2)))
+    elif kind == "short":
+        np.save(path, np.zeros(1000))
+        path.write_bytes(path.read_bytes()[:-80])
+    elif kind == "fifo":
+        os.mkfifo(path)
+    else:
+        path.write_text("hello")
+    with pytest.raises(DataError, match=str(path)):
+        _load_vector(path)
+
+
+def test_valid_prototype_vector_loads(tmp_path) -> None:
+    from cider.prototypes import _load_vector
+
+    path = tmp_path / "p.npy"
+    np.save(path, np.arange(5, dtype=np.float32))
+    assert np.array_equal(_load_vector(path), np.arange(5))

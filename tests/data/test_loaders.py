@@ -177,13 +177,13 @@ def test_ood_task_picks_its_repartition_and_regression_uses_binary(root: Path) -
 
 def test_cache_loads_each_file_once(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[Path] = []
-    real = loaders.load_untrusted
+    real = loaders.cache.load
 
     def counting(path: Path):
         calls.append(Path(path))
         return real(path)
 
-    monkeypatch.setattr(loaders, "load_untrusted", counting)
+    monkeypatch.setattr(loaders.cache, "load", counting)
     for task in Task:
         load_bundle(S("mosi", "iid", "aligned", task.value), root)
     assert len(calls) == 1

@@ -246,7 +246,7 @@ def test_ndarray_cannot_be_called_directly(tmp_path: Path) -> None:
 def test_structured_dtypes_are_refused(tmp_path: Path) -> None:
     arr = np.zeros(3, dtype=[("a", "f4"), ("b", "O")])
     path = write_pickle({"x": arr}, tmp_path / "s.pkl")
-    with pytest.raises(DataError, match="not a plain numeric, string or object dtype"):
+    with pytest.raises(DataError, match="not a plain numeric, unicode or object dtype"):
         load_untrusted(path)
 
 
