@@ -323,12 +323,8 @@ def entries_from_frame(frame: pd.DataFrame, models: Sequence[str] = ()) -> list[
 # --------------------------------------------------------------------------- reported figures
 
 
-def add_reported(root: Path, reported_file: Path) -> list[MergeOutcome]:
-    """Merge the published figures of ``reported_file`` into the entries' ``reported`` lists.
-
-    An existing file keeps its measured results; a reported figure with the same source is
-    replaced, others are appended.
-    """
+def read_reported(reported_file: Path) -> list[dict]:
+    """The items of a reported-figures file, each checked against the schema."""
     what = f"reported figures {reported_file}"
     document = _read_json(reported_file, what)
     items = document.get("reported") if isinstance(document, dict) else None
@@ -342,6 +338,16 @@ def add_reported(root: Path, reported_file: Path) -> list[MergeOutcome]:
             DataSetting.parse(item["setting"])
         except (_SchemaError, MerBenchError) as exc:
             raise DataError(f"{what}: invalid item: {exc}") from None
+    return items
+
+
+def add_reported(root: Path, reported_file: Path) -> list[MergeOutcome]:
+    """Merge the published figures of ``reported_file`` into the entries' ``reported`` lists.
+
+    An existing file keeps its measured results; a reported figure with the same source is
+    replaced, others are appended.
+    """
+    items = read_reported(reported_file)
     outcomes = []
     for item in items:
         data = DataSetting.parse(item["setting"])

@@ -6,7 +6,6 @@ One consistent style: Okabe–Ito colour-blind-safe palette, 8 pt type, widths o
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ import pandas as pd
 
 from mer_bench.errors import ConfigError, DataError
 from mer_bench.metrics import LOWER_IS_BETTER, auilc, mean_sd
+from mer_bench.params import shorten
 from mer_bench.protocol import CONDITIONS, RATES, Mode, Task
 from mer_bench.report.data import (
     PRIMARY,
@@ -30,6 +30,7 @@ from mer_bench.report.data import (
     seed_auilc,
     select,
 )
+from mer_bench.report.leaderboard import read_reported
 from mer_bench.report.stats import (
     RankResult,
     bootstrap_values,
@@ -95,8 +96,8 @@ class ReportedCurve:
 
 def load_reported_curves(path: Path) -> tuple[ReportedCurve, ...]:
     """The per-rate curves of a reported-figures file (items without ``per_rate`` are skipped)."""
+    items = read_reported(Path(path))
     try:
-        items = json.loads(Path(path).read_text())["reported"]
         curves = []
         for item in items:
             per_rate = item.get("per_rate")
@@ -117,8 +118,8 @@ def load_reported_curves(path: Path) -> tuple[ReportedCurve, ...]:
                     selection=item.get("selection"),
                 )
             )
-    except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-        raise DataError(f"cannot read reported curves from {path}: {exc}") from None
+    except (KeyError, TypeError, ValueError) as exc:
+        raise DataError(f"cannot read reported curves from {path}: {shorten(str(exc))}") from None
     return tuple(curves)
 
 
