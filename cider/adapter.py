@@ -265,6 +265,7 @@ class CIDerAdapter(Adapter):
         text_ids: torch.Tensor | None = None,
         reconstruct: bool = False,
         pe_index: torch.Tensor | None = None,
+        need_attention: bool = True,
     ) -> CIDerOutput:
         return self.model(
             batch.text_ids if text_ids is None else text_ids,
@@ -278,6 +279,7 @@ class CIDerAdapter(Adapter):
             protos[1],
             reconstruct=reconstruct,
             pe_index=pe_index,
+            need_attention=need_attention,
         )
 
     def train_step(self, batch: Batch, generator: torch.Generator) -> torch.Tensor:
@@ -346,7 +348,7 @@ class CIDerAdapter(Adapter):
             score=batch.score.repeat(2),
         )
         pe_index = torch.arange(size, device=batch.text_ids.device).repeat(2)
-        out = self._run(both, self._eval_protos, pe_index=pe_index)
+        out = self._run(both, self._eval_protos, pe_index=pe_index, need_attention=False)
         logp, cf_logp = out.pred.split(size)
         return {"logp": logp, "cf_logp": cf_logp}
 

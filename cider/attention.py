@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cider.segment_attention import segment_attention
+
 # View index → allowed key segments (0 = L, 1 = A, 2 = V); the out_proj index is the view index.
 VIEW_SEGMENTS: tuple[tuple[int, ...], ...] = (
     (0, 1, 2),  # LAV
@@ -140,47 +142,71 @@ class MultimodalMultiheadAttention(nn.Module):
         return heads(q), heads(k), heads(v)
 
     def summarise(self, views: torch.Tensor, batch: int) -> torch.Tensor:
-        """views (B·H, 3, n, 4, hd): per query segment its four view outputs → (3n, B, d)."""
-        _, _, n, _, hd = views.shape
-        merged = (
-            views.view(batch, self.num_heads, 3, n, 4, hd)
-            .permute(2, 3, 0, 4, 1, 5)
-            .reshape(3, n, batch, 4, self.embed_dim)
-        )
-        idx = _SEGMENT_VIEW_INDEX.to(merged.device)
-        w_out = torch.stack([lin.weight for lin in self.out_proj])[idx]  # (3, 4, d, d)
-        b_out = torch.stack([lin.bias for lin in self.out_proj])[idx]  # (3, 4, d)
-        projected = torch.einsum("qnbvd,qved->qnbve", merged, w_out) + b_out[:, None, None]
-        summ_in = projected.reshape(3, n, batch, 4 * self.embed_dim)
+        """views (3 query seg, 4 views, n, B, H, hd): per query segment its four view outputs
+        → (3n, B, d): each view through its out_proj, the four concatenated through s_l/s_a/s_v,
+        then final_out_proj. Batched over (segment, view) as plain matrix products."""
+        n = views.shape[2]
+        d = self.embed_dim
+        idx = _SEGMENT_VIEW_INDEX.to(views.device)
+        w_out = torch.stack([lin.weight for lin in self.out_proj])[idx]  # (3, 4, e, d)
+        b_out = torch.stack([lin.bias for lin in self.out_proj])[idx]  # (3, 4, e)
+        projected = torch.baddbmm(
+            b_out.reshape(12, 1, d),
+            views.reshape(12, n * batch, d),
+            w_out.reshape(12, d, d).transpose(1, 2),
+        )  # (3·4, n·B, e)
+        summ_in = projected.view(3, 4, n * batch, d).transpose(1, 2).reshape(3, n * batch, 4 * d)
         w_s = torch.stack([self.s_l.weight, self.s_a.weight, self.s_v.weight])  # (3, d, 4d)
         b_s = torch.stack([self.s_l.bias, self.s_a.bias, self.s_v.bias])  # (3, d)
-        summ = torch.einsum("qnbk,qek->qnbe", summ_in, w_s) + b_s[:, None, None]
-        return self.final_out_proj(summ.reshape(3 * n, batch, self.embed_dim))
+        summ = torch.baddbmm(b_s.unsqueeze(1), summ_in, w_s.transpose(1, 2))  # (3, n·B, d)
+        return self.final_out_proj(summ.view(3 * n, batch, d))
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def mix_views(self, per_segment: torch.Tensor, lse: torch.Tensor, batch: int) -> torch.Tensor:
+        """Per-segment outputs (3 key seg, B·H, hd, 3n) and log-normalisers (B·H, 3n, 3 key seg)
+        → the four views of every query row, (3 query seg, 4 views, n, B, H, hd).
+
+        A view's output is Σ_s w_s·out_s with w = softmax over the segments it allows of lse_s.
+        The softmax over three segments is written as element-wise operations across the
+        segment axis (a reduction over a length-3 last axis is very slow on CPU).
+        """
+        bh, hd, length = per_segment.shape[1:]
+        n = length // 3
+        bias = _VIEW_KEY_BIAS.to(lse.device, lse.dtype).permute(2, 0, 1)  # (3 key, 3 query, 4)
+        logits = lse.permute(2, 0, 1).reshape(3, bh, 3, n, 1) + bias[:, None, :, None, :]
+        peak = torch.maximum(torch.maximum(logits[0], logits[1]), logits[2])
+        weights = (logits - peak).exp()  # (3 key, BH, 3 query, n, 4); 0 where not allowed
+        weights = weights / weights.sum(dim=0)
+        # (3 key, B, H, hd, 3 query, n) × (3 key, B, H, 3 query, n, 4) → summed over key seg.
+        values = per_segment.view(3, bh, hd, 3, n).permute(0, 3, 4, 1, 2)  # (3k, 3q, n, BH, hd)
+        weights = weights.permute(0, 2, 4, 3, 1)  # (3k, 3q, 4, n, BH)
+        views = values[0].unsqueeze(1) * weights[0].unsqueeze(-1)
+        views.addcmul_(values[1].unsqueeze(1), weights[1].unsqueeze(-1))
+        views.addcmul_(values[2].unsqueeze(1), weights[2].unsqueeze(-1))
+        return views.view(3, 4, n, batch, self.num_heads, hd)
+
+    def forward(
+        self, x: torch.Tensor, need_scores: bool = True
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """x (3n, B, d) → output (3n, B, d) and, when ``need_scores``, the raw scores."""
         length, batch, _ = x.shape
         if length % 3:
             raise ValueError(f"MMMA input length {length} is not 3·n")
         n = length // 3
         q, k, v = self.project(x)
-        bh, hd = q.shape[0], self.head_dim
-        scores = torch.bmm(q, k.transpose(1, 2))  # (BH, 3n, 3n)
+        hd = self.head_dim
+        dropout = self.training and self.attn_dropout > 0.0
+        scores = torch.bmm(q, k.transpose(1, 2)) if need_scores or dropout else None
 
-        # Softmax inside each (query row, key segment) block and its log-normaliser.
-        blocks = scores.view(bh, length, 3, n)
-        lse = torch.logsumexp(blocks, dim=-1)  # (BH, 3n, 3)
-        probs = torch.softmax(blocks, dim=-1).transpose(1, 2)  # (BH, 3 key seg, 3n, n)
-        per_segment = torch.matmul(probs, v.view(bh, 3, n, hd))  # (BH, 3 key seg, 3n, hd)
-        per_segment = per_segment.transpose(1, 2).reshape(bh, 3, n, 3, hd)
-
+        # Softmax inside each (query row, key segment) block and its log-normaliser, one pass.
+        per_segment, lse = segment_attention(q, k, v, 3)  # (3 key seg, BH, hd, 3n), (BH, 3n, 3)
         # Each view mixes the segments it allows with weights softmax(lse) over those segments.
-        mix = lse.view(bh, 3, n, 1, 3) + _VIEW_KEY_BIAS.to(lse.device, lse.dtype)[None, :, None]
-        views = torch.matmul(torch.softmax(mix, dim=-1), per_segment)  # (BH, 3, n, 4, hd)
+        views = self.mix_views(per_segment, lse, batch)  # (3 query seg, 4, n, B, H, hd)
 
-        if self.training and self.attn_dropout > 0.0:
+        if dropout:
+            assert scores is not None
             # Dropout on the probabilities exists only in the LAV view (Q-15); it needs the
             # full matrix, so only then is it materialised.
             full = F.dropout(torch.softmax(scores, dim=-1), p=self.attn_dropout, training=True)
-            lav = torch.bmm(full, v).view(bh, 3, n, 1, hd)
-            views = torch.cat((lav, views[..., 1:, :]), dim=3)
-        return self.summarise(views, batch), scores
+            lav = torch.bmm(full, v).view(batch, self.num_heads, 3, n, hd).permute(2, 3, 0, 1, 4)
+            views = torch.cat((lav.unsqueeze(1).to(views.dtype), views[:, 1:]), dim=1)
+        return self.summarise(views.to(x.dtype), batch), scores if need_scores else None
