@@ -41,18 +41,6 @@ SEGMENT_VIEWS: tuple[tuple[int, int, int, int], ...] = (
 )
 
 
-def _view_key_bias() -> torch.Tensor:
-    """(3 query segments, 4 views, 3 key segments): 0 where the view allows the key segment,
-    −inf elsewhere (added to the per-segment log-normalisers)."""
-    bias = torch.full((3, 4, 3), float("-inf"))
-    for q, views in enumerate(SEGMENT_VIEWS):
-        for slot, view in enumerate(views):
-            for s in VIEW_SEGMENTS[view]:
-                bias[q, slot, s] = 0.0
-    return bias
-
-
-_VIEW_KEY_BIAS = _view_key_bias()
 _SEGMENT_VIEW_INDEX = torch.tensor(SEGMENT_VIEWS, dtype=torch.int64)
 
 
@@ -87,15 +75,21 @@ class CompressedAttention(nn.Module):
         """
         d = self.embed_dim
         w, b = self.in_proj_weight, self.in_proj_bias
-        q = F.linear(text, w[:d], b[:d]) * d**-0.5
-        k = F.linear(other, w[d : 2 * d], b[d : 2 * d])
-        v = F.linear(other, w[2 * d :], b[2 * d :])
-        scores = torch.bmm(q.transpose(0, 1), k.permute(1, 2, 0))  # (B, n, L)
-        pair = query_mask.to(scores.dtype).unsqueeze(2) * key_mask.to(scores.dtype).unsqueeze(1)
-        # The reference *adds* −1e9 (not assigns) and re-multiplies by the pair mask after the
-        # softmax, so [CLS]/[SEP]/padding query rows come out as out_proj.bias (Q-12).
-        probs = torch.softmax(scores + (pair - 1.0) * 1e9, dim=-1) * pair
-        out = torch.bmm(probs, v.transpose(0, 1))  # (B, n, d)
+        # Batch-major for the products (a time-major view of batch-major data costs no copy).
+        q = F.linear(text.transpose(0, 1), w[:d], b[:d]) * d**-0.5  # (B, n, d)
+        k = F.linear(other.transpose(0, 1), w[d : 2 * d], b[d : 2 * d])  # (B, L, d)
+        v = F.linear(other.transpose(0, 1), w[2 * d :], b[2 * d :])
+        scores = torch.bmm(q, k.transpose(1, 2))  # (B, n, L)
+        # The reference adds −1e9 to masked pairs and multiplies the probabilities by the pair
+        # mask, so [CLS]/[SEP]/padding query rows come out as out_proj.bias (Q-12). Filling the
+        # masked keys instead gives the same probabilities bit for bit on every kept row (the
+        # masked entries' exponentials are exactly 0 either way, the kept scores unchanged),
+        # with two passes over the (B, n, L) block instead of five.
+        key_valid = key_mask.bool()
+        scores = scores.masked_fill(~key_valid.unsqueeze(1), -1e9)
+        kept_rows = query_mask.to(scores.dtype) * key_valid.any(dim=1, keepdim=True)
+        probs = torch.softmax(scores, dim=-1) * kept_rows.unsqueeze(2)
+        out = torch.bmm(probs, v)  # (B, n, d)
         return self.out_proj(out.transpose(0, 1)), probs
 
 
@@ -142,18 +136,21 @@ class MultimodalMultiheadAttention(nn.Module):
         return heads(q), heads(k), heads(v)
 
     def summarise(self, views: torch.Tensor, batch: int) -> torch.Tensor:
-        """views (3 query seg, 4 views, n, B, H, hd): per query segment its four view outputs
+        """views (3 query seg, 4 views, hd, n, B·H): per query segment its four view outputs
         → (3n, B, d): each view through its out_proj, the four concatenated through s_l/s_a/s_v,
         then final_out_proj. Batched over (segment, view) as plain matrix products."""
-        n = views.shape[2]
+        hd, n = views.shape[2], views.shape[3]
         d = self.embed_dim
+        rows = (
+            views.view(3, 4, hd, n, batch, self.num_heads)
+            .permute(0, 1, 3, 4, 5, 2)
+            .reshape(12, n * batch, d)
+        )  # feature index h·hd + j, as the heads are concatenated
         idx = _SEGMENT_VIEW_INDEX.to(views.device)
         w_out = torch.stack([lin.weight for lin in self.out_proj])[idx]  # (3, 4, e, d)
         b_out = torch.stack([lin.bias for lin in self.out_proj])[idx]  # (3, 4, e)
         projected = torch.baddbmm(
-            b_out.reshape(12, 1, d),
-            views.reshape(12, n * batch, d),
-            w_out.reshape(12, d, d).transpose(1, 2),
+            b_out.reshape(12, 1, d), rows, w_out.reshape(12, d, d).transpose(1, 2)
         )  # (3·4, n·B, e)
         summ_in = projected.view(3, 4, n * batch, d).transpose(1, 2).reshape(3, n * batch, 4 * d)
         w_s = torch.stack([self.s_l.weight, self.s_a.weight, self.s_v.weight])  # (3, d, 4d)
@@ -161,28 +158,36 @@ class MultimodalMultiheadAttention(nn.Module):
         summ = torch.baddbmm(b_s.unsqueeze(1), summ_in, w_s.transpose(1, 2))  # (3, n·B, d)
         return self.final_out_proj(summ.view(3 * n, batch, d))
 
-    def mix_views(self, per_segment: torch.Tensor, lse: torch.Tensor, batch: int) -> torch.Tensor:
+    @staticmethod
+    def mix_views(per_segment: torch.Tensor, lse: torch.Tensor) -> torch.Tensor:
         """Per-segment outputs (3 key seg, B·H, hd, 3n) and log-normalisers (B·H, 3n, 3 key seg)
-        → the four views of every query row, (3 query seg, 4 views, n, B, H, hd).
+        → the four views of every query row, (3 query seg, 4 views, hd, n, B·H).
 
-        A view's output is Σ_s w_s·out_s with w = softmax over the segments it allows of lse_s.
-        The softmax over three segments is written as element-wise operations across the
-        segment axis (a reduction over a length-3 last axis is very slow on CPU).
+        A view's output is Σ_s w_s·out_s with w = softmax of lse_s over the segments it allows:
+        weight 1 for a one-segment view, a sigmoid for two, a three-way softmax for LAV. The
+        head-batch axis is innermost so that every operation here vectorises.
         """
         bh, hd, length = per_segment.shape[1:]
         n = length // 3
-        bias = _VIEW_KEY_BIAS.to(lse.device, lse.dtype).permute(2, 0, 1)  # (3 key, 3 query, 4)
-        logits = lse.permute(2, 0, 1).reshape(3, bh, 3, n, 1) + bias[:, None, :, None, :]
-        peak = torch.maximum(torch.maximum(logits[0], logits[1]), logits[2])
-        weights = (logits - peak).exp()  # (3 key, BH, 3 query, n, 4); 0 where not allowed
-        weights = weights / weights.sum(dim=0)
-        # (3 key, B, H, hd, 3 query, n) × (3 key, B, H, 3 query, n, 4) → summed over key seg.
-        values = per_segment.view(3, bh, hd, 3, n).permute(0, 3, 4, 1, 2)  # (3k, 3q, n, BH, hd)
-        weights = weights.permute(0, 2, 4, 3, 1)  # (3k, 3q, 4, n, BH)
-        views = values[0].unsqueeze(1) * weights[0].unsqueeze(-1)
-        views.addcmul_(values[1].unsqueeze(1), weights[1].unsqueeze(-1))
-        views.addcmul_(values[2].unsqueeze(1), weights[2].unsqueeze(-1))
-        return views.view(3, 4, n, batch, self.num_heads, hd)
+        values = per_segment.permute(0, 2, 3, 1).reshape(3, hd, 3, n, bh)
+        logits = lse.permute(2, 1, 0).reshape(3, 3, n, bh)  # (3 key, 3 query, n, BH)
+        views = []
+        for q, slots in enumerate(SEGMENT_VIEWS):
+            out = values[:, :, q]  # (3 key, hd, n, BH)
+            for view in slots:
+                keys = VIEW_SEGMENTS[view]
+                if len(keys) == 1:
+                    views.append(out[keys[0]])
+                elif len(keys) == 2:
+                    a, b = keys
+                    w_b = torch.sigmoid(logits[b, q] - logits[a, q])
+                    views.append(torch.lerp(out[a], out[b], w_b))
+                else:
+                    peak = torch.maximum(torch.maximum(logits[0, q], logits[1, q]), logits[2, q])
+                    w = (logits[:, q] - peak).exp()
+                    mixed = out[0] * w[0] + out[1] * w[1] + out[2] * w[2]
+                    views.append(mixed / (w[0] + w[1] + w[2]))
+        return torch.stack(views).view(3, 4, hd, n, bh)
 
     def forward(
         self, x: torch.Tensor, need_scores: bool = True
@@ -200,13 +205,13 @@ class MultimodalMultiheadAttention(nn.Module):
         # Softmax inside each (query row, key segment) block and its log-normaliser, one pass.
         per_segment, lse = segment_attention(q, k, v, 3)  # (3 key seg, BH, hd, 3n), (BH, 3n, 3)
         # Each view mixes the segments it allows with weights softmax(lse) over those segments.
-        views = self.mix_views(per_segment, lse, batch)  # (3 query seg, 4, n, B, H, hd)
+        views = self.mix_views(per_segment, lse)  # (3 query seg, 4 views, hd, n, B·H)
 
         if dropout:
             assert scores is not None
             # Dropout on the probabilities exists only in the LAV view (Q-15); it needs the
             # full matrix, so only then is it materialised.
             full = F.dropout(torch.softmax(scores, dim=-1), p=self.attn_dropout, training=True)
-            lav = torch.bmm(full, v).view(batch, self.num_heads, 3, n, hd).permute(2, 3, 0, 1, 4)
+            lav = torch.bmm(full, v).view(-1, 3, n, hd).permute(1, 3, 2, 0)  # (3, hd, n, BH)
             views = torch.cat((lav.unsqueeze(1).to(views.dtype), views[:, 1:]), dim=1)
         return self.summarise(views.to(x.dtype), batch), scores if need_scores else None

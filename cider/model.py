@@ -305,9 +305,11 @@ class CIDerModel(nn.Module):
         cfg = self.cfg
         n = cfg.text_len
         text_hidden = self.text_model(text_ids, text_mask, text_segments)  # (B, n, D_l)
-        p_l = self.proj_l(text_hidden.transpose(1, 2)).permute(2, 0, 1)  # (n, B, d)
-        p_a = self.proj_a(audio.transpose(1, 2)).permute(2, 0, 1)
-        p_v = self.proj_v(vision.transpose(1, 2)).permute(2, 0, 1)
+        # The bias-free kernel-1 convolutions are per-step linear maps; applied as matrix
+        # products on the batch-major inputs, viewed time-major (n, B, d) without a copy.
+        p_l = F.linear(text_hidden, self.proj_l.weight.squeeze(-1)).transpose(0, 1)
+        p_a = F.linear(audio, self.proj_a.weight.squeeze(-1)).transpose(0, 1)
+        p_v = F.linear(vision, self.proj_v.weight.squeeze(-1)).transpose(0, 1)
         if not cfg.aligned:
             query_mask = self.compress_masks(text_mask)
             p_a, _ = self.a_compress(p_l, p_a, query_mask, audio_mask)
