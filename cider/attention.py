@@ -71,7 +71,9 @@ class CompressedAttention(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """text (n, B, d), other (L, B, d) time-major; query_mask (B, n), key_mask (B, L) in {0,1}.
 
-        Returns the compressed sequence (n, B, d) and the masked probabilities (B, n, L).
+        Returns the compressed sequence (n, B, d) and the probabilities over the valid keys
+        (B, n, L); rows of [CLS], [SEP] and padding queries are not used (their output is the
+        out_proj bias).
         """
         d = self.embed_dim
         w, b = self.in_proj_weight, self.in_proj_bias
@@ -83,13 +85,14 @@ class CompressedAttention(nn.Module):
         # The reference adds −1e9 to masked pairs and multiplies the probabilities by the pair
         # mask, so [CLS]/[SEP]/padding query rows come out as out_proj.bias (Q-12). Filling the
         # masked keys instead gives the same probabilities bit for bit on every kept row (the
-        # masked entries' exponentials are exactly 0 either way, the kept scores unchanged),
-        # with two passes over the (B, n, L) block instead of five.
+        # masked entries' exponentials are exactly 0 either way, the kept scores unchanged), and
+        # zeroing a dropped query row after the product instead of before is exact too; that
+        # leaves one in-place pass and the softmax over the (B, n, L) block instead of five.
         key_valid = key_mask.bool()
-        scores = scores.masked_fill(~key_valid.unsqueeze(1), -1e9)
+        scores.masked_fill_(~key_valid.unsqueeze(1), -1e9)  # bmm's backward needs no output
         kept_rows = query_mask.to(scores.dtype) * key_valid.any(dim=1, keepdim=True)
-        probs = torch.softmax(scores, dim=-1) * kept_rows.unsqueeze(2)
-        out = torch.bmm(probs, v)  # (B, n, d)
+        probs = torch.softmax(scores, dim=-1)
+        out = torch.bmm(probs, v) * kept_rows.unsqueeze(2)  # (B, n, d)
         return self.out_proj(out.transpose(0, 1)), probs
 
 
