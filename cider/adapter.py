@@ -263,6 +263,7 @@ class CIDerAdapter(Adapter):
         text_ids: torch.Tensor | None = None,
         reconstruct: bool = False,
         pe_index: torch.Tensor | None = None,
+        need_attention: bool = True,
     ) -> CIDerOutput:
         return self.model(
             batch.text_ids if text_ids is None else text_ids,
@@ -276,6 +277,7 @@ class CIDerAdapter(Adapter):
             protos[1],
             reconstruct=reconstruct,
             pe_index=pe_index,
+            need_attention=need_attention,
         )
 
     def training_corruption(self) -> TrainCorruption:
@@ -352,7 +354,7 @@ class CIDerAdapter(Adapter):
             score=batch.score.repeat(2),
         )
         pe_index = torch.arange(size, device=batch.text_ids.device).repeat(2)
-        out = self._run(both, self._eval_protos, pe_index=pe_index)
+        out = self._run(both, self._eval_protos, pe_index=pe_index, need_attention=False)
         logp, cf_logp = out.pred.split(size)
         return {"logp": logp, "cf_logp": cf_logp}
 

@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cider.segment_attention import segment_attention
+
 # View index → allowed key segments (0 = L, 1 = A, 2 = V); the out_proj index is the view index.
 VIEW_SEGMENTS: tuple[tuple[int, ...], ...] = (
     (0, 1, 2),  # LAV
@@ -39,18 +41,6 @@ SEGMENT_VIEWS: tuple[tuple[int, int, int, int], ...] = (
 )
 
 
-def _view_key_bias() -> torch.Tensor:
-    """(3 query segments, 4 views, 3 key segments): 0 where the view allows the key segment,
-    −inf elsewhere (added to the per-segment log-normalisers)."""
-    bias = torch.full((3, 4, 3), float("-inf"))
-    for q, views in enumerate(SEGMENT_VIEWS):
-        for slot, view in enumerate(views):
-            for s in VIEW_SEGMENTS[view]:
-                bias[q, slot, s] = 0.0
-    return bias
-
-
-_VIEW_KEY_BIAS = _view_key_bias()
 _SEGMENT_VIEW_INDEX = torch.tensor(SEGMENT_VIEWS, dtype=torch.int64)
 
 
@@ -81,19 +71,28 @@ class CompressedAttention(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """text (n, B, d), other (L, B, d) time-major; query_mask (B, n), key_mask (B, L) in {0,1}.
 
-        Returns the compressed sequence (n, B, d) and the masked probabilities (B, n, L).
+        Returns the compressed sequence (n, B, d) and the probabilities over the valid keys
+        (B, n, L); rows of [CLS], [SEP] and padding queries are not used (their output is the
+        out_proj bias).
         """
         d = self.embed_dim
         w, b = self.in_proj_weight, self.in_proj_bias
-        q = F.linear(text, w[:d], b[:d]) * d**-0.5
-        k = F.linear(other, w[d : 2 * d], b[d : 2 * d])
-        v = F.linear(other, w[2 * d :], b[2 * d :])
-        scores = torch.bmm(q.transpose(0, 1), k.permute(1, 2, 0))  # (B, n, L)
-        pair = query_mask.to(scores.dtype).unsqueeze(2) * key_mask.to(scores.dtype).unsqueeze(1)
-        # The reference *adds* −1e9 (not assigns) and re-multiplies by the pair mask after the
-        # softmax, so [CLS]/[SEP]/padding query rows come out as out_proj.bias (Q-12).
-        probs = torch.softmax(scores + (pair - 1.0) * 1e9, dim=-1) * pair
-        out = torch.bmm(probs, v.transpose(0, 1))  # (B, n, d)
+        # Batch-major for the products (a time-major view of batch-major data costs no copy).
+        q = F.linear(text.transpose(0, 1), w[:d], b[:d]) * d**-0.5  # (B, n, d)
+        k = F.linear(other.transpose(0, 1), w[d : 2 * d], b[d : 2 * d])  # (B, L, d)
+        v = F.linear(other.transpose(0, 1), w[2 * d :], b[2 * d :])
+        scores = torch.bmm(q, k.transpose(1, 2))  # (B, n, L)
+        # The reference adds −1e9 to masked pairs and multiplies the probabilities by the pair
+        # mask, so [CLS]/[SEP]/padding query rows come out as out_proj.bias (Q-12). Filling the
+        # masked keys instead gives the same probabilities bit for bit on every kept row (the
+        # masked entries' exponentials are exactly 0 either way, the kept scores unchanged), and
+        # zeroing a dropped query row after the product instead of before is exact too; that
+        # leaves one in-place pass and the softmax over the (B, n, L) block instead of five.
+        key_valid = key_mask.bool()
+        scores.masked_fill_(~key_valid.unsqueeze(1), -1e9)  # bmm's backward needs no output
+        kept_rows = query_mask.to(scores.dtype) * key_valid.any(dim=1, keepdim=True)
+        probs = torch.softmax(scores, dim=-1)
+        out = torch.bmm(probs, v) * kept_rows.unsqueeze(2)  # (B, n, d)
         return self.out_proj(out.transpose(0, 1)), probs
 
 
@@ -140,47 +139,82 @@ class MultimodalMultiheadAttention(nn.Module):
         return heads(q), heads(k), heads(v)
 
     def summarise(self, views: torch.Tensor, batch: int) -> torch.Tensor:
-        """views (B·H, 3, n, 4, hd): per query segment its four view outputs → (3n, B, d)."""
-        _, _, n, _, hd = views.shape
-        merged = (
-            views.view(batch, self.num_heads, 3, n, 4, hd)
-            .permute(2, 3, 0, 4, 1, 5)
-            .reshape(3, n, batch, 4, self.embed_dim)
-        )
-        idx = _SEGMENT_VIEW_INDEX.to(merged.device)
-        w_out = torch.stack([lin.weight for lin in self.out_proj])[idx]  # (3, 4, d, d)
-        b_out = torch.stack([lin.bias for lin in self.out_proj])[idx]  # (3, 4, d)
-        projected = torch.einsum("qnbvd,qved->qnbve", merged, w_out) + b_out[:, None, None]
-        summ_in = projected.reshape(3, n, batch, 4 * self.embed_dim)
+        """views (3 query seg, 4 views, hd, n, B·H): per query segment its four view outputs
+        → (3n, B, d): each view through its out_proj, the four concatenated through s_l/s_a/s_v,
+        then final_out_proj. Batched over (segment, view) as plain matrix products."""
+        hd, n = views.shape[2], views.shape[3]
+        d = self.embed_dim
+        rows = (
+            views.view(3, 4, hd, n, batch, self.num_heads)
+            .permute(0, 1, 3, 4, 5, 2)
+            .reshape(12, n * batch, d)
+        )  # feature index h·hd + j, as the heads are concatenated
+        idx = _SEGMENT_VIEW_INDEX.to(views.device)
+        w_out = torch.stack([lin.weight for lin in self.out_proj])[idx]  # (3, 4, e, d)
+        b_out = torch.stack([lin.bias for lin in self.out_proj])[idx]  # (3, 4, e)
+        projected = torch.baddbmm(
+            b_out.reshape(12, 1, d), rows, w_out.reshape(12, d, d).transpose(1, 2)
+        )  # (3·4, n·B, e)
+        summ_in = projected.view(3, 4, n * batch, d).transpose(1, 2).reshape(3, n * batch, 4 * d)
         w_s = torch.stack([self.s_l.weight, self.s_a.weight, self.s_v.weight])  # (3, d, 4d)
         b_s = torch.stack([self.s_l.bias, self.s_a.bias, self.s_v.bias])  # (3, d)
-        summ = torch.einsum("qnbk,qek->qnbe", summ_in, w_s) + b_s[:, None, None]
-        return self.final_out_proj(summ.reshape(3 * n, batch, self.embed_dim))
+        summ = torch.baddbmm(b_s.unsqueeze(1), summ_in, w_s.transpose(1, 2))  # (3, n·B, d)
+        return self.final_out_proj(summ.view(3 * n, batch, d))
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    @staticmethod
+    def mix_views(per_segment: torch.Tensor, lse: torch.Tensor) -> torch.Tensor:
+        """Per-segment outputs (3 key seg, B·H, hd, 3n) and log-normalisers (B·H, 3n, 3 key seg)
+        → the four views of every query row, (3 query seg, 4 views, hd, n, B·H).
+
+        A view's output is Σ_s w_s·out_s with w = softmax of lse_s over the segments it allows:
+        weight 1 for a one-segment view, a sigmoid for two, a three-way softmax for LAV. The
+        head-batch axis is innermost so that every operation here vectorises.
+        """
+        bh, hd, length = per_segment.shape[1:]
+        n = length // 3
+        values = per_segment.permute(0, 2, 3, 1).reshape(3, hd, 3, n, bh)
+        logits = lse.permute(2, 1, 0).reshape(3, 3, n, bh)  # (3 key, 3 query, n, BH)
+        views = []
+        for q, slots in enumerate(SEGMENT_VIEWS):
+            out = values[:, :, q]  # (3 key, hd, n, BH)
+            for view in slots:
+                keys = VIEW_SEGMENTS[view]
+                if len(keys) == 1:
+                    views.append(out[keys[0]])
+                elif len(keys) == 2:
+                    a, b = keys
+                    w_b = torch.sigmoid(logits[b, q] - logits[a, q])
+                    views.append(torch.lerp(out[a], out[b], w_b))
+                else:
+                    peak = torch.maximum(torch.maximum(logits[0, q], logits[1, q]), logits[2, q])
+                    w = (logits[:, q] - peak).exp()
+                    mixed = out[0] * w[0] + out[1] * w[1] + out[2] * w[2]
+                    views.append(mixed / (w[0] + w[1] + w[2]))
+        return torch.stack(views).view(3, 4, hd, n, bh)
+
+    def forward(
+        self, x: torch.Tensor, need_scores: bool = True
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """x (3n, B, d) → output (3n, B, d) and, when ``need_scores``, the raw scores."""
         length, batch, _ = x.shape
         if length % 3:
             raise ValueError(f"MMMA input length {length} is not 3·n")
         n = length // 3
         q, k, v = self.project(x)
-        bh, hd = q.shape[0], self.head_dim
-        scores = torch.bmm(q, k.transpose(1, 2))  # (BH, 3n, 3n)
+        hd = self.head_dim
+        dropout = self.training and self.attn_dropout > 0.0
+        scores = torch.bmm(q, k.transpose(1, 2)) if need_scores or dropout else None
 
-        # Softmax inside each (query row, key segment) block and its log-normaliser.
-        blocks = scores.view(bh, length, 3, n)
-        lse = torch.logsumexp(blocks, dim=-1)  # (BH, 3n, 3)
-        probs = torch.softmax(blocks, dim=-1).transpose(1, 2)  # (BH, 3 key seg, 3n, n)
-        per_segment = torch.matmul(probs, v.view(bh, 3, n, hd))  # (BH, 3 key seg, 3n, hd)
-        per_segment = per_segment.transpose(1, 2).reshape(bh, 3, n, 3, hd)
-
+        # Softmax inside each (query row, key segment) block and its log-normaliser, one pass.
+        per_segment, lse = segment_attention(q, k, v, 3)  # (3 key seg, BH, hd, 3n), (BH, 3n, 3)
         # Each view mixes the segments it allows with weights softmax(lse) over those segments.
-        mix = lse.view(bh, 3, n, 1, 3) + _VIEW_KEY_BIAS.to(lse.device, lse.dtype)[None, :, None]
-        views = torch.matmul(torch.softmax(mix, dim=-1), per_segment)  # (BH, 3, n, 4, hd)
+        views = self.mix_views(per_segment, lse)  # (3 query seg, 4 views, hd, n, B·H)
 
-        if self.training and self.attn_dropout > 0.0:
+        if dropout:
+            assert scores is not None
             # Dropout on the probabilities exists only in the LAV view (Q-15); it needs the
             # full matrix, so only then is it materialised.
             full = F.dropout(torch.softmax(scores, dim=-1), p=self.attn_dropout, training=True)
-            lav = torch.bmm(full, v).view(bh, 3, n, 1, hd)
-            views = torch.cat((lav, views[..., 1:, :]), dim=3)
-        return self.summarise(views, batch), scores
+            lav = torch.bmm(full, v).view(-1, 3, n, hd).permute(1, 3, 2, 0)  # (3, hd, n, BH)
+            views = torch.cat((lav.unsqueeze(1).to(views.dtype), views[:, 1:]), dim=1)
+        return self.summarise(views.to(x.dtype), batch), scores if need_scores else None

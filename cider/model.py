@@ -69,7 +69,7 @@ class CIDerOutput:
     joint_rep: torch.Tensor
     """(B, 3d)."""
     attn: torch.Tensor
-    """(B·H, 3n, 3n) raw scores of the last MCT layer."""
+    """(B·H, 3n, 3n) raw scores of the last MCT layer (empty when not asked for)."""
     text_hidden: torch.Tensor
     """(B, n, D_l) text-encoder output of this view (the reconstruction target when complete)."""
     text_recon: torch.Tensor | None = None
@@ -108,8 +108,10 @@ class EncoderLayer(nn.Module):
         self.relu_dropout = cfg.relu_dropout
         self.res_dropout = cfg.res_dropout
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        attended, scores = self.self_attn(self.layer_norms[0](x))
+    def forward(
+        self, x: torch.Tensor, need_scores: bool = True
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        attended, scores = self.self_attn(self.layer_norms[0](x), need_scores=need_scores)
         x = x + F.dropout(attended, self.res_dropout, self.training)
         hidden = F.dropout(
             F.relu(self.fc1(self.layer_norms[1](x))), self.relu_dropout, self.training
@@ -144,13 +146,18 @@ class MultimodalTransformer(nn.Module):
         return pe[pe_index].unsqueeze(0)
 
     def forward(
-        self, x: torch.Tensor, pe_index: torch.Tensor | None = None
+        self, x: torch.Tensor, pe_index: torch.Tensor | None = None, need_scores: bool = True
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Returns the output and the last layer's raw scores (empty unless ``need_scores``)."""
         x = x + self.positions(x.shape[0], x.shape[1], pe_index)
         x = F.dropout(x, self.embed_dropout, self.training)
-        scores = x.new_empty(0)
-        for layer in self.layers:
-            x, scores = layer(x)
+        scores: torch.Tensor | None = None
+        last = len(self.layers) - 1
+        for i, layer in enumerate(self.layers):
+            # Only the last layer's scores leave the transformer; the others are never formed.
+            x, scores = layer(x, need_scores=need_scores and i == last)
+        if scores is None or not need_scores:
+            scores = x.new_empty(0)
         return self.layer_norm(x), scores
 
 
@@ -286,18 +293,23 @@ class CIDerModel(nn.Module):
         prior: torch.Tensor,
         reconstruct: bool = False,
         pe_index: torch.Tensor | None = None,
+        need_attention: bool = True,
     ) -> CIDerOutput:
         """One view through the body. Masks are always the *original* validity masks (Q-11).
 
         ``pe_index`` (B,) overrides the batch position used by the Q-5 positional term (lets a
         caller run two views of the same samples as one concatenated batch).
+        ``need_attention=False`` skips forming the last layer's raw scores (``attn`` is then
+        empty): evaluation never reads them, and they are the largest tensor of the pass.
         """
         cfg = self.cfg
         n = cfg.text_len
         text_hidden = self.text_model(text_ids, text_mask, text_segments)  # (B, n, D_l)
-        p_l = self.proj_l(text_hidden.transpose(1, 2)).permute(2, 0, 1)  # (n, B, d)
-        p_a = self.proj_a(audio.transpose(1, 2)).permute(2, 0, 1)
-        p_v = self.proj_v(vision.transpose(1, 2)).permute(2, 0, 1)
+        # The bias-free kernel-1 convolutions are per-step linear maps; applied as matrix
+        # products on the batch-major inputs, viewed time-major (n, B, d) without a copy.
+        p_l = F.linear(text_hidden, self.proj_l.weight.squeeze(-1)).transpose(0, 1)
+        p_a = F.linear(audio, self.proj_a.weight.squeeze(-1)).transpose(0, 1)
+        p_v = F.linear(vision, self.proj_v.weight.squeeze(-1)).transpose(0, 1)
         if not cfg.aligned:
             query_mask = self.compress_masks(text_mask)
             p_a, _ = self.a_compress(p_l, p_a, query_mask, audio_mask)
@@ -305,7 +317,9 @@ class CIDerModel(nn.Module):
         h_l, _ = self.t(p_l)
         h_a, _ = self.a(p_a)
         h_v, _ = self.v(p_v)
-        z, scores = self.multimodal_transformer(torch.cat((h_l, h_a, h_v), dim=0), pe_index)
+        z, scores = self.multimodal_transformer(
+            torch.cat((h_l, h_a, h_v), dim=0), pe_index, need_scores=need_attention
+        )
         z_l, z_a, z_v = (
             z[:n].transpose(0, 1),
             z[n : 2 * n].transpose(0, 1),

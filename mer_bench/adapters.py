@@ -175,8 +175,10 @@ class Adapter(ABC):
 
     @abstractmethod
     def predict(self, batch: Batch) -> dict[str, torch.Tensor]:
-        """Raw outputs (each with leading dim B) for a batch of one view; called under no_grad
-        in eval mode. The harness concatenates them over batches and passes them to ``scores``."""
+        """Raw outputs (each with leading dim B) for a batch of one view; called under
+        ``torch.inference_mode`` in eval mode (so tensors created here cannot be kept for later
+        training steps). The harness concatenates them over batches and passes them to
+        ``scores``."""
 
     # ----------------------------------------------------------------- optional hooks
     def setup(self, train: Split) -> None:

@@ -87,7 +87,8 @@ def predict_split(
     adapter.model.eval()
     collected: dict[str, list[torch.Tensor]] = {}
     pin = device.type == "cuda"
-    with torch.no_grad(), autocast(device, precision):
+    # inference_mode, not just no_grad: no autograd bookkeeping (version counters, views).
+    with torch.inference_mode(), autocast(device, precision):
         for start in range(0, data.size, batch_size):
             index = torch.arange(start, min(start + batch_size, data.size))
             batch = data.batch(index)

@@ -45,9 +45,10 @@ def position_mask(view: int, n: int) -> torch.Tensor:
 
 
 def literal_forward(
-    self: MultimodalMultiheadAttention, x: torch.Tensor
+    self: MultimodalMultiheadAttention, x: torch.Tensor, need_scores: bool = True
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Drop-in replacement for ``MultimodalMultiheadAttention.forward``."""
+    """Drop-in replacement for ``MultimodalMultiheadAttention.forward`` (always returns the
+    scores: ``need_scores`` is accepted for the signature only)."""
     length, batch, d = x.shape
     n = length // 3
     q, k, v = self.project(x)
@@ -62,7 +63,9 @@ def literal_forward(
             pos = position_mask(view, n).to(x.device)
             pos_bh = pos.unsqueeze(0).expand(s.shape[0], -1)  # per (head-batch, position)
             v_view = v * pos_bh.unsqueeze(-1)
-            probs = torch.softmax((s + additive_mask(view, n).to(x.device)).float(), dim=-1)
+            # The reference's explicit float32 softmax (promoted, so a float64 run stays float64).
+            dtype = torch.promote_types(s.dtype, torch.float32)
+            probs = torch.softmax((s + additive_mask(view, n).to(x.device)).to(dtype), dim=-1)
             probs = probs * pos_bh.unsqueeze(-1)
             out = torch.bmm(probs, v_view)
         out = out.transpose(0, 1).contiguous().view(length, batch, d)

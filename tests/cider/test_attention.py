@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
@@ -59,8 +61,15 @@ def test_fast_views_equal_literal(heads: int) -> None:
     x = torch.randn(3 * 7, 5, 32) * 2
     fast, scores = module(x)
     slow, slow_scores = literal_forward(module, x)
-    assert torch.allclose(fast, slow, atol=2e-5, rtol=1e-5)
     assert torch.equal(scores, slow_scores)
+    # Outputs reach ~100 here, where float32 rounding alone is ~1e-5: both forms are held to
+    # the exact (float64 literal) answer, the fast one no further from it than the literal.
+    with torch.no_grad():
+        exact, _ = literal_forward(copy.deepcopy(module).double(), x.double())
+    fast_err = (fast.double() - exact).abs().max()
+    literal_err = (slow.double() - exact).abs().max()
+    assert fast_err <= 2 * literal_err + 1e-6, (fast_err, literal_err)
+    assert torch.allclose(fast, slow, atol=4e-6 * slow.abs().max().item())
     # Gradients agree too (the training path uses the fast form).
     g_fast = torch.autograd.grad(fast.square().sum(), module.in_proj_weight)[0]
     g_slow = torch.autograd.grad(slow.square().sum(), module.in_proj_weight)[0]

@@ -1,0 +1,1 @@
+"""Speed and device-readiness measurements run from a checkout (not installed)."""
