@@ -43,6 +43,10 @@ from mer_bench.protocol import Distribution
 from mer_bench.text_encoder import build_text_encoder
 
 TAU_GRID: tuple[float, ...] = tuple(round(k / 10, 1) for k in range(31))
+"""CIDer's 31 counterfactual weights τ = 0.0, 0.1, …, 3.0 (the harness selects among them).
+
+Exact one-decimal floats. The reference built the grid with ``np.arange(0, 3.1, 0.1)``, which
+yields 0.30000000000000004 and the like; that is float noise only and changes no argmax."""
 BERT_PREFIX = "text_model."
 NO_DECAY = ("bias", "LayerNorm.bias", "LayerNorm.weight")
 

@@ -27,7 +27,7 @@ import torch
 
 from mer_bench.adapters import Adapter
 from mer_bench.batch import KeepMasks, SplitTensors
-from mer_bench.metrics import LOWER_IS_BETTER, compute_metrics, select_knob
+from mer_bench.metrics import best_value, compute_metrics, oracle_per_metric, select_knob
 from mer_bench.missing import split_keep_masks
 from mer_bench.protocol import Cell
 
@@ -173,10 +173,16 @@ class CellEvaluation:
     labels: np.ndarray
 
 
-def _best_knob(table: list[tuple[dict, dict[str, float]]], metric: str) -> int:
-    """Index of the best candidate; ties keep the earliest (the grid starts at 'no adjustment')."""
-    by_index = {i: metrics for i, (_, metrics) in enumerate(table)}
-    return int(select_knob(by_index, metric, higher_is_better=metric not in LOWER_IS_BETTER))
+def best_knob_score(
+    adapter: Adapter, outputs: Mapping[str, np.ndarray], labels: np.ndarray
+) -> float:
+    """The task's selection metric at the best post-hoc knob (``nan`` ignored): what early
+    stopping and tuning compare."""
+    metric = adapter.ctx.task.info.selection_metric
+    return best_value(
+        (score_metrics(adapter, outputs, labels, k)[metric] for k in knob_candidates(adapter)),
+        metric,
+    )
 
 
 def evaluate_cell(
@@ -213,34 +219,28 @@ def evaluate_cell(
         return CellEvaluation(cell, {SELECTION_NONE: only}, SELECTION_NONE, labels)
 
     metric = task.info.selection_metric
-    test_table = []
-    test_scores = []
-    for knobs in candidates:
-        scores = adapter.scores(test_out, knobs)
-        test_scores.append(scores)
-        test_table.append((knobs, compute_metrics(task, scores, labels)))
+    test_scores = [adapter.scores(test_out, knobs) for knobs in candidates]
+    test_table = {i: compute_metrics(task, scores, labels) for i, scores in enumerate(test_scores)}
 
     valid_out = outputs("valid", valid)
     valid_labels = valid.split.labels(task)
-    valid_table = [
-        (knobs, score_metrics(adapter, valid_out, valid_labels, knobs)) for knobs in candidates
-    ]
-    v = _best_knob(valid_table, metric)
+    # Candidates by index: ties go to the earliest, and the grid starts at "no adjustment".
+    valid_table = {
+        i: score_metrics(adapter, valid_out, valid_labels, knobs)
+        for i, knobs in enumerate(candidates)
+    }
+    v = select_knob(valid_table, metric)
     selections = {
-        SELECTION_VALID: Selection(SELECTION_VALID, candidates[v], test_table[v][1], test_scores[v])
+        SELECTION_VALID: Selection(SELECTION_VALID, candidates[v], test_table[v], test_scores[v])
     }
     default = dict(adapter.default_knobs)
     d = candidates.index(default) if default in candidates else 0
     selections[SELECTION_DEFAULT] = Selection(
-        SELECTION_DEFAULT, candidates[d], test_table[d][1], test_scores[d]
+        SELECTION_DEFAULT, candidates[d], test_table[d], test_scores[d]
     )
-    oracle_metrics: dict[str, float] = {}
-    per_metric: dict[str, dict[str, float]] = {}
-    for name in task.info.metrics:
-        i = _best_knob(test_table, name)
-        oracle_metrics[name] = test_table[i][1][name]
-        per_metric[name] = candidates[i]
-    o = _best_knob(test_table, metric)
+    oracle_metrics, chosen = oracle_per_metric(test_table, task)
+    per_metric = {name: candidates[i] for name, i in chosen.items()}
+    o = select_knob(test_table, metric)
     selections[SELECTION_ORACLE] = Selection(
         SELECTION_ORACLE, candidates[o], oracle_metrics, test_scores[o], per_metric
     )

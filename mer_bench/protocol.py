@@ -50,8 +50,8 @@ class TaskInfo:
     num_classes: int | None
     """Number of output classes; ``None`` for regression."""
     selection_metric: str
-    """Validation metric used for early stopping and post-hoc knob selection."""
-    higher_is_better: bool
+    """Validation metric used for early stopping and post-hoc knob selection (its direction:
+    ``mer_bench.metrics.higher_is_better``)."""
     metrics: tuple[str, ...]
     """Metrics stored for every cell (export column names)."""
     curve_metrics: tuple[str, ...]
@@ -74,21 +74,18 @@ TASK_INFO: dict[Task, TaskInfo] = {
     Task.BINARY: TaskInfo(
         num_classes=3,
         selection_metric="non0_acc2",
-        higher_is_better=True,
         metrics=("has0_acc2", "has0_f1", "non0_acc2", "non0_f1", "acc3", "f1_3"),
         curve_metrics=("non0_acc2", "non0_f1"),
     ),
     Task.SEVEN: TaskInfo(
         num_classes=7,
         selection_metric="acc7",
-        higher_is_better=True,
         metrics=("acc7", "f1_7"),
         curve_metrics=("acc7",),
     ),
     Task.REGRESSION: TaskInfo(
         num_classes=None,
         selection_metric="mae",
-        higher_is_better=False,
         metrics=(
             "has0_acc2",
             "has0_f1",

@@ -18,7 +18,6 @@ and re-queued with the same parameters.
 from __future__ import annotations
 
 import json
-import math
 import os
 import socket
 import time
@@ -40,7 +39,8 @@ from mer_bench.adapters import Adapter, AdapterContext, SearchDim, get_adapter
 from mer_bench.batch import KeepMasks, SplitTensors
 from mer_bench.data.types import DatasetBundle
 from mer_bench.errors import ConfigError, MerBenchError
-from mer_bench.evaluate import cell_keep, knob_candidates, predict_split, score_metrics
+from mer_bench.evaluate import best_knob_score, cell_keep, predict_split
+from mer_bench.metrics import higher_is_better
 from mer_bench.protocol import (
     RATES,
     Cell,
@@ -245,7 +245,7 @@ def plan_study(opts: TuneOptions) -> StudyPlan:
         space=space,
         fixed=fixed,
         metric=info.selection_metric,
-        direction="maximize" if info.higher_is_better else "minimize",
+        direction="maximize" if higher_is_better(info.selection_metric) else "minimize",
         study_name=opts.study or default_study_name(opts.model, data, opts.seed, opts.objective),
         storage_url=opts.storage or default_storage(opts.out),
         config=json.loads(json.dumps(config)),
@@ -458,19 +458,6 @@ def load_study(storage: str, study: str) -> optuna.Study:
 # --------------------------------------------------------------------------- objective
 
 
-def _best_over_knobs(
-    adapter: Adapter, outputs: Mapping[str, np.ndarray], labels: np.ndarray
-) -> float:
-    """The selection metric at the best post-hoc knob (as ``valid_selection_metric`` picks)."""
-    task = adapter.ctx.task
-    metric = task.info.selection_metric
-    values = [score_metrics(adapter, outputs, labels, k)[metric] for k in knob_candidates(adapter)]
-    values = [v for v in values if not math.isnan(v)]
-    if not values:
-        return -math.inf if task.info.higher_is_better else math.inf
-    return max(values) if task.info.higher_is_better else min(values)
-
-
 def rmfm_keeps(
     valid: SplitTensors, data: DataSetting, seed: int, rates: Iterable[float], mask_rng: str
 ) -> dict[float, KeepMasks]:
@@ -494,7 +481,7 @@ def valid_rmfm_sweep(
     """
     labels = valid.split.labels(adapter.ctx.task)
     return {
-        rate: _best_over_knobs(
+        rate: best_knob_score(
             adapter, predict_split(adapter, valid, keep, batch_size, device, precision), labels
         )
         for rate, keep in keeps.items()

@@ -113,7 +113,8 @@ def test_invalid_selectors_raise_with_valid_values(bad: str) -> None:
 def test_task_info_table() -> None:
     assert Task.BINARY.info.num_classes == 3
     assert Task.SEVEN.info.selection_metric == "acc7"
-    assert not Task.REGRESSION.info.higher_is_better
+    assert Task.REGRESSION.info.selection_metric == "mae"
+    assert not hasattr(Task.REGRESSION.info, "higher_is_better")  # direction lives in metrics
 
 
 def test_training_regimes_parse_round_trip_and_reject_nonsense() -> None:

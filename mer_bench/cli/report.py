@@ -83,7 +83,7 @@ def _common(p: argparse.ArgumentParser) -> None:
 # --------------------------------------------------------------------------- table
 
 
-def _aggregate(chosen: str | None, suites: tuple[str, ...]) -> Aggregate:
+def choose_aggregate(chosen: str | None, suites: tuple[str, ...]) -> Aggregate:
     """``--aggregate``, else the one aggregate of the store's suites, else AUILC."""
     if chosen is not None:
         return parse_enum(Aggregate, chosen, "aggregate")  # type: ignore[return-value]
@@ -144,7 +144,7 @@ def cmd_table(args: argparse.Namespace) -> int:
     with ResultsStore(args.results, create=False) as store:
         suites = tuple(store.suites())
     opts = TableOptions(
-        aggregate=_aggregate(args.aggregate, suites),
+        aggregate=choose_aggregate(args.aggregate, suites),
         suites=suites,
         robustness=not args.no_robustness,
         metrics=_csv(args.metric),

@@ -20,7 +20,7 @@ import numpy as np
 from scipy import stats as sps
 
 from mer_bench.errors import ConfigError
-from mer_bench.metrics import LOWER_IS_BETTER, CurveWeights, curve_weights
+from mer_bench.metrics import CurveWeights, curve_weights, higher_is_better
 from mer_bench.protocol import Task
 
 _NEG, _NEU, _POS = 0, 1, 2
@@ -63,7 +63,7 @@ class MetricView:
 
     @property
     def higher_is_better(self) -> bool:
-        return self.metric not in LOWER_IS_BETTER
+        return higher_is_better(self.metric)
 
 
 def metric_view(task: Task, metric: str, labels: np.ndarray, scores: np.ndarray) -> MetricView:

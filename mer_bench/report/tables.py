@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from mer_bench.errors import ConfigError
-from mer_bench.metrics import LOWER_IS_BETTER, Aggregate, CurveWeights, mean_sd
+from mer_bench.metrics import Aggregate, CurveWeights, higher_is_better, mean_sd
 from mer_bench.protocol import CONDITIONS, Mode, Task, canonical_rate
 from mer_bench.report.data import (
     ORACLE,
@@ -111,7 +111,7 @@ class Table:
 
     @property
     def higher_is_better(self) -> bool:
-        return self.metric not in LOWER_IS_BETTER
+        return higher_is_better(self.metric)
 
     def caption(self) -> str:
         scale = "" if self.metric in RAW_SCALE else " (%)"
@@ -312,7 +312,7 @@ def _build_one(rows_d, preds, task, data_id, metric, models, baseline, rates, op
                 entries[(model, col)] = entry
         blocks.append(Block(mode.value, columns, entries))
     reject, adjusted = holm([e.comparison.p_value for _, _, e in pending], opts.alpha)
-    sign = 1 if metric not in LOWER_IS_BETTER else -1
+    sign = 1 if higher_is_better(metric) else -1
     for (b, key, entry), rej, p_adj in zip(pending, reject, adjusted):
         better = sign * entry.comparison.diff > 0
         mark = (1 if better else -1) if rej else 0
