@@ -29,13 +29,12 @@ from mer_bench.adapters import Adapter
 from mer_bench.batch import KeepMasks, SplitTensors
 from mer_bench.metrics import best_value, compute_metrics, oracle_per_metric, select_knob
 from mer_bench.missing import split_keep_masks
-from mer_bench.protocol import Cell
+from mer_bench.protocol import Cell, MaskRng, Precision, TauSelection, parse_enum
 
 SELECTION_NONE = "none"
-SELECTION_VALID = "valid"
+SELECTION_VALID = TauSelection.VALID.value
 SELECTION_DEFAULT = "default"
-SELECTION_ORACLE = "test-oracle"
-TAU_SELECTIONS = (SELECTION_VALID, SELECTION_ORACLE)
+SELECTION_ORACLE = TauSelection.TEST_ORACLE.value
 
 
 def complete_view_keep(data: SplitTensors) -> KeepMasks:
@@ -51,7 +50,7 @@ def complete_view_keep(data: SplitTensors) -> KeepMasks:
     )
 
 
-def cell_keep(data: SplitTensors, cell: Cell, seed: int, mask_rng: str) -> KeepMasks:
+def cell_keep(data: SplitTensors, cell: Cell, seed: int, mask_rng: MaskRng | str) -> KeepMasks:
     """The split's keep-masks for a cell (a pure function of seed, mode, sample, rate)."""
     split = data.split
     return split_keep_masks(
@@ -68,9 +67,9 @@ def cell_keep(data: SplitTensors, cell: Cell, seed: int, mask_rng: str) -> KeepM
     )
 
 
-def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+def autocast(device: torch.device, precision: Precision | str) -> contextlib.AbstractContextManager:
     """bf16 autocast on CUDA when asked; a no-op otherwise (CPU is the tested path)."""
-    if precision == "bf16" and device.type == "cuda":
+    if parse_enum(Precision, precision, "precision") is Precision.BF16 and device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
@@ -81,7 +80,7 @@ def predict_split(
     keep: KeepMasks | None,
     batch_size: int,
     device: torch.device,
-    precision: str = "fp32",
+    precision: Precision | str = Precision.FP32,
 ) -> dict[str, np.ndarray]:
     """Run ``adapter.predict`` over a split in order (unshuffled; CIDer Q-5 depends on it)."""
     adapter.model.eval()
@@ -194,12 +193,15 @@ def evaluate_cell(
     *,
     batch_size: int,
     device: torch.device,
-    mask_rng: str = "per-sample",
-    tau_selection: str = SELECTION_VALID,
-    precision: str = "fp32",
+    mask_rng: MaskRng | str = MaskRng.PER_SAMPLE,
+    tau_selection: TauSelection | str = TauSelection.VALID,
+    precision: Precision | str = Precision.FP32,
     cache: PredictionCache | None = None,
 ) -> CellEvaluation:
-    """Evaluate one cell on test; select knobs on validation under the same cell."""
+    """Evaluate one cell on test; select knobs on validation under the same cell.
+
+    ``tau_selection`` names the headline selection; an unknown value is an error."""
+    primary = parse_enum(TauSelection, tau_selection, "tau selection").value
     task = adapter.ctx.task
     labels = test.split.labels(task)
     cache = cache or PredictionCache()
@@ -244,5 +246,4 @@ def evaluate_cell(
     selections[SELECTION_ORACLE] = Selection(
         SELECTION_ORACLE, candidates[o], oracle_metrics, test_scores[o], per_metric
     )
-    primary = tau_selection if tau_selection in TAU_SELECTIONS else SELECTION_VALID
     return CellEvaluation(cell, selections, primary, labels)

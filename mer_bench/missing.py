@@ -38,7 +38,7 @@ import torch
 from mer_bench.batch import KeepMasks
 from mer_bench.data.types import UNK_ID, Split
 from mer_bench.errors import ConfigError, DataError, ProtocolError
-from mer_bench.protocol import Mode, canonical_condition
+from mer_bench.protocol import MaskRng, Mode, canonical_condition, parse_enum
 
 __all__ = [
     "MASK_RNGS",
@@ -52,7 +52,7 @@ __all__ = [
     "write_masks_npz",
 ]
 
-MASK_RNGS: tuple[str, ...] = ("per-sample", "reference")
+MASK_RNGS: tuple[str, ...] = tuple(m.value for m in MaskRng)
 """Values of ``--mask-rng``."""
 
 # ----------------------------------------------------------------------------- hashing
@@ -200,9 +200,8 @@ def _check_aligned_shapes(mode: Mode, n: int, l_a: int, l_v: int) -> None:
         )
 
 
-def _check_rng(rng: str) -> None:
-    if rng not in MASK_RNGS:
-        raise ProtocolError(f"invalid mask rng {rng!r}; valid: {', '.join(MASK_RNGS)}")
+def _check_rng(rng: MaskRng | str) -> MaskRng:
+    return parse_enum(MaskRng, rng, "mask rng")
 
 
 # ----------------------------------------------------------------------------- common
@@ -591,7 +590,7 @@ def split_keep_masks(
     vision_lengths: np.ndarray,
     audio_len: int,
     vision_len: int,
-    rng: str = "per-sample",
+    rng: MaskRng | str = MaskRng.PER_SAMPLE,
 ) -> KeepMasks:
     """Keep-masks of a whole split (CPU bool tensors), for caching per cell.
 
@@ -599,7 +598,7 @@ def split_keep_masks(
     reproduces the reference's NumPy draws for the split bit for bit.
     """
     mode, r, cond = _check_cell(mode, rate, condition)
-    _check_rng(rng)
+    rng = _check_rng(rng)
     text_mask = np.asarray(text_mask)
     if text_mask.ndim != 2:
         raise DataError(f"text mask must be (N, n); got shape {text_mask.shape}")
@@ -622,7 +621,7 @@ def split_keep_masks(
     vision_mask = steps_v.unsqueeze(0) < lengths[1].unsqueeze(1)
     index = torch.arange(n_samples, dtype=torch.int64)
     text_t = torch.from_numpy(text_mask)
-    if rng == "per-sample":
+    if rng is MaskRng.PER_SAMPLE:
         return cell_keep_masks(
             mode,
             rate=rate,
@@ -649,7 +648,7 @@ def split_mask_arrays(
     rate: float | None,
     condition: str | None,
     seed: int,
-    rng: str = "per-sample",
+    rng: MaskRng | str = MaskRng.PER_SAMPLE,
 ) -> dict[str, np.ndarray]:
     """The arrays ``python -m mer_bench masks`` writes (DESIGN.md §6).
 

@@ -16,6 +16,7 @@ import itertools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import TypeVar
 
 from mer_bench.errors import ProtocolError
 
@@ -341,7 +342,50 @@ class Cell:
         return cls(data, parse_enum(Mode, mode_text, "mode"), canonical_rate(rate_text))
 
 
-def parse_enum(enum: type[Enum], text: str, axis: str) -> Enum:
+# --------------------------------------------------------------------------------- run options
+# How a run evaluates, beside what it evaluates. String-valued, so that stored and exported
+# values ("valid", "per-sample", ...) are the members' values; format them with ``.value``.
+
+
+class TauSelection(str, Enum):
+    """Which post-hoc knob selection is a run's headline (every selection is stored anyway)."""
+
+    VALID = "valid"
+    """Chosen on the validation split under the same cell (honest; the default)."""
+    TEST_ORACLE = "test-oracle"
+    """Each metric at its best knob on test labels (the paper's protocol; labelled as such)."""
+
+
+class MaskRng(str, Enum):
+    """How missing-data masks are drawn."""
+
+    PER_SAMPLE = "per-sample"
+    """A pure function of (seed, mode, sample index, rate): batch-, order- and device-free."""
+    REFERENCE = "reference"
+    """The reference implementation's NumPy draws over the whole split, bit for bit."""
+
+
+class Precision(str, Enum):
+    FP32 = "fp32"
+    BF16 = "bf16"
+    """bf16 autocast on CUDA (fp32 elsewhere)."""
+
+
+class Executor(str, Enum):
+    """Where independent training settings run."""
+
+    LOCAL = "local"
+    """This machine: in-process, or ``--jobs`` worker processes."""
+    RAY = "ray"
+    """A Ray cluster (the ``ray`` extra)."""
+
+
+E = TypeVar("E", bound=Enum)
+
+
+def parse_enum(enum: type[E], text: str, axis: str) -> E:
+    """The member of ``enum`` named by ``text`` (its value, any case); an unknown value is a
+    ``ProtocolError`` listing the valid ones."""
     for member in enum:
         if member.value.lower() == text.strip().lower():
             return member

@@ -35,10 +35,15 @@ from mer_bench.protocol import (
     Cell,
     Dataset,
     DataSetting,
+    Executor,
+    MaskRng,
+    Precision,
     Regime,
     Selector,
+    TauSelection,
     TrainingRegime,
     TrainingSetting,
+    parse_enum,
     select_cells,
 )
 from mer_bench.store import CellRow, ResultsStore
@@ -59,11 +64,11 @@ class RunOptions:
     device: str = "auto"
     out: str = "results"
     text_encoder: str | None = None
-    tau_selection: str = "valid"
-    mask_rng: str = "per-sample"
-    precision: str = "fp32"
+    tau_selection: TauSelection = TauSelection.VALID
+    mask_rng: MaskRng = MaskRng.PER_SAMPLE
+    precision: Precision = Precision.FP32
     jobs: int = 1
-    executor: str = "local"
+    executor: Executor = Executor.LOCAL
     ray_address: str | None = None
     overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Per-model parameter overrides (``--set``/``--params``)."""
@@ -76,6 +81,18 @@ class RunOptions:
     """Per-model preset chosen with ``--preset`` (default: by dataset)."""
     suite: str | None = None
     """The protocol suite this run belongs to (``--suite``), recorded in the store."""
+
+    def __post_init__(self) -> None:
+        # Strings are accepted (Python callers, old pickles) and checked here, once: an unknown
+        # value is an error before anything runs, never a silent fallback.
+        for name, enum in (
+            ("tau_selection", TauSelection),
+            ("mask_rng", MaskRng),
+            ("precision", Precision),
+            ("executor", Executor),
+        ):
+            value = parse_enum(enum, getattr(self, name), name.replace("_", " "))
+            object.__setattr__(self, name, value)
 
 
 @dataclass(frozen=True)
@@ -197,7 +214,7 @@ def config_hash(setting: TrainingSetting, params: dict, opts: RunOptions) -> str
         "text_encoder": opts.text_encoder,
         "options": {k: str(v) for k, v in sorted(opts.options.items())},
         "protocol": PROTOCOL_VERSION,
-        "precision": opts.precision,
+        "precision": opts.precision.value,
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -416,7 +433,7 @@ def persist(
         setting,
         event.cell,
         event.rows,
-        mask_rng=opts.mask_rng,
+        mask_rng=opts.mask_rng.value,
         wall_seconds=event.wall_seconds,
         device=event.device,
         versions=versions(),
@@ -458,12 +475,10 @@ def execute(
     plans: Sequence[SettingPlan], opts: RunOptions, hooks: Hooks | None = None
 ) -> list[SettingOutcome]:
     """Run every planned setting with the chosen executor."""
-    executors: dict[str, Callable[..., list[SettingOutcome]]] = {
-        "local": _execute_local,
-        "ray": _execute_ray,
+    executors: dict[Executor, Callable[..., list[SettingOutcome]]] = {
+        Executor.LOCAL: _execute_local,
+        Executor.RAY: _execute_ray,
     }
-    if opts.executor not in executors:
-        raise ConfigError(f"invalid executor {opts.executor!r}; valid: {', '.join(executors)}")
     if opts.suite is not None:
         with ResultsStore(opts.out) as store:
             store.record_suite(opts.suite)

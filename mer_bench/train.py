@@ -25,6 +25,7 @@ from mer_bench.evaluate import (
     predict_split,
 )
 from mer_bench.metrics import improves, worst_value
+from mer_bench.protocol import Precision
 
 
 @dataclass(frozen=True)
@@ -35,8 +36,8 @@ class FitConfig:
     patience: int
     batch_size: int
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
-    precision: str = "fp32"
-    """``fp32`` or ``bf16`` (autocast, CUDA only)."""
+    precision: Precision = Precision.FP32
+    """bf16 means autocast, on CUDA only."""
 
 
 @dataclass

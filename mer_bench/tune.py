@@ -46,11 +46,14 @@ from mer_bench.protocol import (
     Cell,
     Dataset,
     DataSetting,
+    MaskRng,
     Mode,
+    Precision,
     Selector,
     Task,
     canonical_rate,
     data_settings,
+    parse_enum,
 )
 from mer_bench.runner import preset_name, resolve_device, seed_everything
 from mer_bench.train import EpochRecord, FitConfig, fit
@@ -85,9 +88,9 @@ class TuneOptions:
     objective: str = "complete"
     rates: tuple[float, ...] = RATES
     """Validation RMFM rates averaged by the robust objective."""
-    mask_rng: str = "per-sample"
+    mask_rng: MaskRng = MaskRng.PER_SAMPLE
     device: str = "auto"
-    precision: str = "fp32"
+    precision: Precision = Precision.FP32
     out: str = "results"
     text_encoder: str | None = None
     overrides: Mapping[str, Any] = field(default_factory=dict)
@@ -103,6 +106,11 @@ class TuneOptions:
     """Seconds between heartbeats of a running trial; a trial silent for 2× is failed."""
     max_retry: int = 2
     """How many times a trial of a killed worker is re-queued with the same parameters."""
+
+    def __post_init__(self) -> None:
+        # Strings are accepted and checked once here; unknown values are errors.
+        object.__setattr__(self, "mask_rng", parse_enum(MaskRng, self.mask_rng, "mask rng"))
+        object.__setattr__(self, "precision", parse_enum(Precision, self.precision, "precision"))
 
 
 @dataclass(frozen=True)
@@ -231,12 +239,12 @@ def plan_study(opts: TuneOptions) -> StudyPlan:
         "preset": preset,
         "objective": opts.objective,
         "rates": objective_rates,
-        "mask_rng": opts.mask_rng if opts.objective == "robust" else None,
+        "mask_rng": opts.mask_rng.value if opts.objective == "robust" else None,
         "metric": info.selection_metric,
         "fixed": {k: fixed[k] for k in sorted(fixed)},
         "search_space": {k: _dim_json(space[k]) for k in sorted(space)},
         "text_encoder": opts.text_encoder,
-        "precision": opts.precision,
+        "precision": opts.precision.value,
     }
     return StudyPlan(
         cls=cls,
@@ -459,7 +467,11 @@ def load_study(storage: str, study: str) -> optuna.Study:
 
 
 def rmfm_keeps(
-    valid: SplitTensors, data: DataSetting, seed: int, rates: Iterable[float], mask_rng: str
+    valid: SplitTensors,
+    data: DataSetting,
+    seed: int,
+    rates: Iterable[float],
+    mask_rng: MaskRng | str,
 ) -> dict[float, KeepMasks]:
     """The validation split's RMFM keep-masks per rate (the same for every trial)."""
     return {rate: cell_keep(valid, Cell(data, Mode.RMFM, rate), seed, mask_rng) for rate in rates}
@@ -472,7 +484,7 @@ def valid_rmfm_sweep(
     *,
     batch_size: int,
     device: torch.device,
-    precision: str = "fp32",
+    precision: Precision | str = Precision.FP32,
 ) -> dict[float, float]:
     """Validation selection metric under each RMFM rate's masks (knob chosen per rate).
 

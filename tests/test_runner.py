@@ -15,7 +15,15 @@ import pytest
 from mer_bench.errors import ConfigError, ProtocolError
 from mer_bench.export import metrics_frame, predictions_frame
 from mer_bench.metrics import compute_metrics
-from mer_bench.protocol import Dataset, Regime, Task
+from mer_bench.protocol import (
+    Dataset,
+    Executor,
+    MaskRng,
+    Precision,
+    Regime,
+    Task,
+    TauSelection,
+)
 from mer_bench.runner import RunOptions, execute, plan
 from mer_bench.store import ResultsStore
 from tests.conftest import MEANPOOL, ROOT, subprocess_env
@@ -37,6 +45,17 @@ def _opts(root: Path, out: Path, **kw) -> RunOptions:
     )
     base.update(kw)
     return RunOptions(**base)
+
+
+def test_run_options_hold_enums_and_refuse_unknown_values() -> None:
+    opts = RunOptions(models=("m",), precision="BF16", executor="ray", tau_selection="test-oracle")
+    assert opts.precision is Precision.BF16 and opts.executor is Executor.RAY
+    assert opts.tau_selection is TauSelection.TEST_ORACLE and opts.mask_rng is MaskRng.PER_SAMPLE
+    # stored and hashed strings are unchanged
+    assert json.dumps([opts.precision, opts.tau_selection]) == '["bf16", "test-oracle"]'
+    for name in ("tau_selection", "mask_rng", "precision", "executor"):
+        with pytest.raises(ProtocolError, match=rf"invalid {name.replace('_', ' ')} 'nope'"):
+            RunOptions(models=("m",), **{name: "nope"})
 
 
 def test_plan_expands_models_tasks_seeds(tiny_synth_root: Path, tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ import argparse
 import re
 import sys
 from collections.abc import Callable, Sequence
+from enum import Enum
 from typing import Any, NoReturn
 
 from mer_bench.errors import ConfigError, MerBenchError
@@ -50,6 +51,11 @@ def dispatch(args: argparse.Namespace) -> int:
         return 130
     except BrokenPipeError:
         return 0
+
+
+def values(enum: type[Enum]) -> list[str]:
+    """An enum's values, for ``choices=``."""
+    return [m.value for m in enum]
 
 
 def csv_list(text: str | None) -> list[str]:

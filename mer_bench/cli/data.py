@@ -8,13 +8,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from mer_bench.cli._common import Parser, add_data_setting_args, data_setting
+from mer_bench.cli._common import Parser, add_data_setting_args, data_setting, values
 from mer_bench.data.check import check_file
 from mer_bench.data.loaders import load_bundle
 from mer_bench.data.synth import SynthShape, generation_bytes, shape_config, write_synth
 from mer_bench.errors import MerBenchError
 from mer_bench.missing import split_mask_arrays, write_masks_npz
-from mer_bench.protocol import Cell, Distribution, Mode, parse_enum
+from mer_bench.protocol import Cell, Distribution, MaskRng, Mode, parse_enum
 
 
 def register(sub: Any) -> None:
@@ -45,7 +45,7 @@ def register(sub: Any) -> None:
     g.add_argument("--rate", type=float, help="missing rate 0.0 … 1.0 (step 0.1)")
     g.add_argument("--condition", help="SMM: kept modalities (T, A, V, TA, TV, AV, TAV)")
     p.add_argument("--seed", type=int, default=1111)
-    p.add_argument("--mask-rng", default="per-sample", choices=["per-sample", "reference"])
+    p.add_argument("--mask-rng", default=MaskRng.PER_SAMPLE.value, choices=values(MaskRng))
     p.add_argument("--out", required=True)
     p.set_defaults(handler=cmd_masks)
 

@@ -86,7 +86,7 @@ def _common(p: argparse.ArgumentParser) -> None:
 def choose_aggregate(chosen: str | None, suites: tuple[str, ...]) -> Aggregate:
     """``--aggregate``, else the one aggregate of the store's suites, else AUILC."""
     if chosen is not None:
-        return parse_enum(Aggregate, chosen, "aggregate")  # type: ignore[return-value]
+        return parse_enum(Aggregate, chosen, "aggregate")
     found = {SUITES[s].aggregate for s in suites if s in SUITES}
     if len(found) > 1:
         raise ConfigError(

@@ -27,11 +27,22 @@ from rich.progress import (
 from rich.table import Table
 
 from mer_bench.adapters import get_adapter
-from mer_bench.cli._common import csv_list, overrides, parse_seeds
+from mer_bench.cli._common import csv_list, overrides, parse_seeds, values
 from mer_bench.errors import ConfigError
 from mer_bench.metrics import Aggregate
 from mer_bench.params import read_params_file
-from mer_bench.protocol import Cell, Dataset, DataSetting, Task, parse_enum, select_cells
+from mer_bench.protocol import (
+    Cell,
+    Dataset,
+    DataSetting,
+    Executor,
+    MaskRng,
+    Precision,
+    Task,
+    TauSelection,
+    parse_enum,
+    select_cells,
+)
 from mer_bench.report.data import with_systems
 from mer_bench.runner import (
     Hooks,
@@ -81,10 +92,13 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
     p.add_argument(
-        "--precision", default="fp32", choices=["fp32", "bf16"], help="bf16 autocast on CUDA"
+        "--precision",
+        default=Precision.FP32.value,
+        choices=values(Precision),
+        help="bf16 autocast on CUDA",
     )
     p.add_argument("--out", default="results", help="results folder (default results)")
-    p.add_argument("--executor", default="local", help="local (default) or ray")
+    p.add_argument("--executor", default=Executor.LOCAL.value, help="local (default) or ray")
     p.add_argument("--ray-address", default=None, help="address of an existing Ray cluster")
     p.add_argument(
         "--jobs",
@@ -99,14 +113,14 @@ def register(sub: Any) -> None:
     )
     p.add_argument(
         "--tau-selection",
-        default="valid",
-        choices=["valid", "test-oracle"],
+        default=TauSelection.VALID.value,
+        choices=values(TauSelection),
         help="how CIDer's τ is chosen for the headline numbers (both are always stored)",
     )
     p.add_argument(
         "--mask-rng",
-        default="per-sample",
-        choices=["per-sample", "reference"],
+        default=MaskRng.PER_SAMPLE.value,
+        choices=values(MaskRng),
         help="mask draws: pure per-sample function, or the reference's NumPy draws",
     )
     p.add_argument(
@@ -215,11 +229,11 @@ def run_options(args: argparse.Namespace) -> RunOptions:
         device=args.device,
         out=args.out,
         text_encoder=args.text_encoder,
-        tau_selection=args.tau_selection,
-        mask_rng=args.mask_rng,
-        precision=args.precision,
+        tau_selection=parse_enum(TauSelection, args.tau_selection, "tau selection"),
+        mask_rng=parse_enum(MaskRng, args.mask_rng, "mask rng"),
+        precision=parse_enum(Precision, args.precision, "precision"),
         jobs=jobs,
-        executor=args.executor,
+        executor=parse_enum(Executor, args.executor, "executor"),
         ray_address=args.ray_address,
         overrides=overrides(args.set or [], args.params, models, record),
         params_source=source,

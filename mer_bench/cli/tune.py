@@ -12,9 +12,9 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from mer_bench.cli._common import csv_list, parse_value
+from mer_bench.cli._common import csv_list, parse_value, values
 from mer_bench.errors import ConfigError
-from mer_bench.protocol import RATES, Dataset, parse_enum
+from mer_bench.protocol import RATES, Dataset, MaskRng, Precision, parse_enum
 from mer_bench.tune import (
     FINISHED,
     TuneOptions,
@@ -73,11 +73,11 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--seed", type=int, default=1111, help="training seed of every trial")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
-    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
+    p.add_argument("--precision", default=Precision.FP32.value, choices=values(Precision))
     p.add_argument("--out", default="results", help="folder of the default SQLite storage")
     p.add_argument("--text-encoder", default=None, help="local Hugging Face BERT folder")
     p.add_argument(
-        "--mask-rng", default="per-sample", choices=["per-sample", "reference"], help="robust"
+        "--mask-rng", default=MaskRng.PER_SAMPLE.value, choices=values(MaskRng), help="robust"
     )
     p.add_argument(
         "--set",
@@ -127,9 +127,9 @@ def tune_options(args: argparse.Namespace) -> TuneOptions:
         timeout=args.timeout,
         objective=args.objective,
         rates=rates,
-        mask_rng=args.mask_rng,
+        mask_rng=parse_enum(MaskRng, args.mask_rng, "mask rng"),
         device=args.device,
-        precision=args.precision,
+        precision=parse_enum(Precision, args.precision, "precision"),
         out=args.out,
         text_encoder=args.text_encoder,
         overrides=fixed_overrides(args.set or [], args.model),

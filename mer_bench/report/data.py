@@ -11,14 +11,14 @@ import pandas as pd
 
 from mer_bench.errors import ConfigError, DataError
 from mer_bench.metrics import Aggregate, CurveWeights
-from mer_bench.protocol import Task
+from mer_bench.protocol import Task, TauSelection
 from mer_bench.report.stats import MetricView, metric_view
 from mer_bench.store import ResultsStore
 
 PRIMARY = "primary"
 """Pseudo-selection: each row the run marked as its headline (``is_primary``)."""
-ORACLE = "test-oracle"
-VALID = "valid"
+ORACLE = TauSelection.TEST_ORACLE.value
+VALID = TauSelection.VALID.value
 AUILC = Aggregate.AUILC.value
 NATIVE = "native"
 

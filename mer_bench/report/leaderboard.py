@@ -27,7 +27,7 @@ from mer_bench.errors import ConfigError, DataError, MerBenchError
 from mer_bench.metrics import Aggregate, mean_sd
 from mer_bench.params import read_json_file, shorten
 from mer_bench.protocol import PROTOCOL_VERSION, RATES, DataSetting, Mode, Task
-from mer_bench.report.data import PRIMARY, seed_auilc, seed_relative_robustness, select
+from mer_bench.report.data import ORACLE, PRIMARY, seed_auilc, seed_relative_robustness, select
 
 SCHEMA = "mer_bench.leaderboard/1"
 
@@ -133,7 +133,7 @@ def provenance_key(entry: dict) -> tuple:
         len(entry.get("seeds") or ()),
         int(prov.get("n_cells") or 0),
         prov.get("git_hash") not in (None, "", "unknown"),
-        selection != "test-oracle",
+        selection != ORACLE,
         str(prov.get("date") or ""),
     )
 

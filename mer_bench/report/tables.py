@@ -701,8 +701,8 @@ def render_tau(rows: Sequence[TauRow], fmt: str) -> str:
             "metric": r.metric,
             "mode": r.mode,
             "column": r.column,
-            "valid": fmt_value(r.metric, *r.valid),
-            "test-oracle": fmt_value(r.metric, *r.oracle),
+            VALID: fmt_value(r.metric, *r.valid),
+            ORACLE: fmt_value(r.metric, *r.oracle),
             "optimism [95% CI]": fmt_diff(
                 r.metric, Comparison(r.optimism, r.ci_low, r.ci_high, math.nan)
             ),
