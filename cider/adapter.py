@@ -184,27 +184,15 @@ class CIDerAdapter(Adapter):
         return self.model
 
     # ------------------------------------------------------------------ setup
-    def _setting_key(self) -> tuple[str, str, str]:
-        data = self.ctx.data
-        return data.dataset.value, data.distribution.value, data.alignment.value
-
     def setup(self, train: Split) -> None:
         """Prototypes/prior (§7) and the bias-word dictionary (§8.1) from the training split."""
         task = self.ctx.task
         labels = train.labels(task)
         num_classes = int(task.info.num_classes or 0)
-        key = self._setting_key()
         shipped = self.ctx.options.get("cider_prototypes")
         if shipped:
-            dataset, distribution, alignment = key
             protos = load_shipped(
-                Path(str(shipped)),
-                dataset,
-                distribution,
-                alignment,
-                task.value,
-                num_classes,
-                proto_dim=self.cider.cfg.proto_dim,
+                Path(str(shipped)), self.ctx.data, proto_dim=self.cider.cfg.proto_dim
             )
         else:
             pooled = pooled_text_features(
@@ -214,7 +202,7 @@ class CIDerAdapter(Adapter):
         top_k = int(self.ctx.params["bias_thresh"])
         cache = None
         if self.ctx.cache_dir is not None:
-            cache = bias_cache_path(self.ctx.cache_dir, *key, task.value, top_k)
+            cache = bias_cache_path(self.ctx.cache_dir, self.ctx.data, top_k)
         words = load_or_build(cache, train.text_ids, labels, num_classes, top_k)
         self._install(protos, torch.as_tensor(words.ids, dtype=torch.int64))
 

@@ -10,6 +10,7 @@ import torch
 
 from mer_bench.data.types import MASK_ID, SPECIAL_IDS
 from mer_bench.errors import DataError
+from mer_bench.protocol import DataSetting
 
 CV_THRESHOLD = 0.1
 
@@ -78,12 +79,10 @@ def build_bias_words(
     return BiasWords(words[ranked], totals[ranked], cv[ranked])
 
 
-def bias_cache_path(
-    cache_dir: Path, dataset: str, distribution: str, alignment: str, task: str, top_k: int
-) -> Path:
+def bias_cache_path(cache_dir: Path, data: DataSetting, top_k: int) -> Path:
     """Cache file keyed by the whole data setting and K (the reference's key omits the
     alignment and lives in the working directory, Q-10)."""
-    return Path(cache_dir) / f"cider_bias_{dataset}_{distribution}_{alignment}_{task}_{top_k}.npz"
+    return Path(cache_dir) / f"cider_bias_{data.id.replace('/', '_')}_{top_k}.npz"
 
 
 def load_or_build(

@@ -13,10 +13,10 @@ e.g. ``distribution=ood,alignment=unaligned,mode=RMFM|RMM,rate=0.0|0.5``; ``all`
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import TypeVar
+from typing import ClassVar, TypeVar
 
 from mer_bench.errors import ProtocolError
 
@@ -164,11 +164,28 @@ class DataSetting:
         if self.distribution is Distribution.CROSS and self.alignment is not Alignment.ALIGNED:
             raise ProtocolError("cross-dataset settings exist only for aligned data")
 
+    AXES: ClassVar[tuple[str, ...]] = ("dataset", "distribution", "alignment", "task")
+    """The axes in id order (also the store's and exports' column names)."""
+
+    def values(self) -> tuple[str, str, str, str]:
+        """The axes' values in id order: ``("mosi", "iid", "aligned", "binary")``."""
+        return (self.dataset.value, self.distribution.value, self.alignment.value, self.task.value)
+
+    def as_dict(self) -> dict[str, str]:
+        """Axis name → value, e.g. for a JSON record."""
+        return dict(zip(self.AXES, self.values()))
+
     @property
     def id(self) -> str:
-        return "/".join(
-            (self.dataset.value, self.distribution.value, self.alignment.value, self.task.value)
-        )
+        return "/".join(self.values())
+
+    @classmethod
+    def from_dict(cls, axes: Mapping[str, str]) -> DataSetting:
+        """The inverse of :meth:`as_dict`."""
+        missing = [a for a in cls.AXES if a not in axes]
+        if missing:
+            raise ProtocolError(f"data setting {dict(axes)!r} lacks {', '.join(missing)}")
+        return cls.parse("/".join(str(axes[a]) for a in cls.AXES))
 
     @classmethod
     def parse(cls, text: str) -> DataSetting:

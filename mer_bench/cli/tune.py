@@ -14,7 +14,7 @@ from rich.table import Table
 
 from mer_bench.cli._common import csv_list, parse_value, values
 from mer_bench.errors import ConfigError
-from mer_bench.protocol import RATES, Dataset, MaskRng, Precision, parse_enum
+from mer_bench.protocol import RATES, Dataset, DataSetting, MaskRng, Precision, parse_enum
 from mer_bench.tune import (
     FINISHED,
     TuneOptions,
@@ -272,5 +272,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
 
 def _protocol_for(best: dict[str, Any]) -> str:
-    _dataset, distribution, alignment, task = str(best["setting"]).split("/")
-    return f"distribution={distribution},alignment={alignment},task={task}"
+    data = DataSetting.parse(str(best["setting"]))
+    return (
+        f"distribution={data.distribution.value},alignment={data.alignment.value},"
+        f"task={data.task.value}"
+    )

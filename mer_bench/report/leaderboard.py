@@ -151,7 +151,7 @@ def merge_entry(root: Path, entry: dict, *, force: bool = False) -> MergeOutcome
 
     ``reported`` figures already in the file are always carried over.
     """
-    data = DataSetting.parse("/".join(entry["setting"][k] for k in _SETTING_KEYS))
+    data = DataSetting.from_dict(entry["setting"])
     path = entry_path(root, data, entry["model"])
     old = read_entry(path) if path.is_file() else None
     if old is not None:
@@ -165,9 +165,6 @@ def merge_entry(root: Path, entry: dict, *, force: bool = False) -> MergeOutcome
     if old is None:
         return MergeOutcome(path, "new", _describe(entry))
     return MergeOutcome(path, "updated", f"{_describe(old)} -> {_describe(entry)}")
-
-
-_SETTING_KEYS = ("dataset", "distribution", "alignment", "task")
 
 
 def _describe(entry: dict) -> str:
@@ -366,7 +363,7 @@ def _empty_entry(model: str, data: DataSetting) -> dict:
     return {
         "schema": SCHEMA,
         "model": model,
-        "setting": dict(zip(_SETTING_KEYS, data.id.split("/"))),
+        "setting": data.as_dict(),
         "protocol_version": PROTOCOL_VERSION,
         "selection": None,
         "seeds": [],
@@ -517,7 +514,7 @@ def render_all(root: Path) -> list[Path]:
     entries = load_entries(root)
     by_setting: dict[str, list[dict]] = {}
     for e in entries:
-        key = "/".join(e["setting"][k] for k in _SETTING_KEYS)
+        key = DataSetting.from_dict(e["setting"]).id
         by_setting.setdefault(key, []).append(e)
     written = []
     sections = []
