@@ -1,7 +1,7 @@
-"""Class prototypes and priors for CIDer's causal head (reference/CIDER.md §7).
+"""Class prototypes and priors for CIDer's causal head (docs/cider.md).
 
-Computed from the training split (§7.4), or read from the reference's shipped ``.npy`` files
-(§7.1) with ``ctx.options["cider_prototypes"]``.
+Computed from the training split, or read from the reference's shipped ``.npy`` files
+(layout in docs/cider.md) with ``ctx.options["cider_prototypes"]``.
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ def pooled_text_features(
     encoder: nn.Module, text_bert: np.ndarray, device: torch.device, batch_size: int = 256
 ) -> np.ndarray:
     """(N, D_l) float64: mask-weighted mean of the encoder's last hidden state over valid tokens
-    (candidate (a) of §7.4), computed with the encoder in eval mode (pretrained weights)."""
+    (the first of the reference's candidate recipes), computed with the encoder in eval mode (pretrained weights)."""
     was_training = encoder.training
     encoder.eval()
     out = []
@@ -76,7 +76,7 @@ def pooled_text_features(
 
 def sample_vectors(text_pooled: np.ndarray, split: Split) -> np.ndarray:
     """(N, D) [text ; audio time-mean ; vision time-mean], the A/V means over *all* stored steps,
-    padding included (that dilution is visible in the shipped files, §7.3)."""
+    padding included (that dilution is visible in the shipped files)."""
     audio = split.audio.astype(np.float64).mean(axis=1)
     vision = split.vision.astype(np.float64).mean(axis=1)
     return np.concatenate((text_pooled.astype(np.float64), audio, vision), axis=1)
@@ -98,7 +98,7 @@ def class_prototypes(vectors: np.ndarray, labels: np.ndarray, num_classes: int) 
 
 
 def shipped_paths(root: Path, data: DataSetting, split: str = "train") -> tuple[list[Path], Path]:
-    """The prototype files (k = 0..C−1) and the prior file of the reference layout (§7.1).
+    """The prototype files (k = 0..C−1) and the prior file of the reference layout.
 
     Cross-dataset files live under ``iid`` with the literal ``[cross_dataset]`` name prefix.
     """

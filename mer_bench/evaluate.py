@@ -6,10 +6,10 @@ raw outputs into scores under the adapter's knobs (CIDer's τ). Three selections
 whenever an adapter has knobs, and all are stored:
 
 - ``valid``: the knob maximising the task's selection metric on the validation split under the
-  same cell, applied to test (the default, DESIGN.md §4);
+  same cell, applied to test (the default, docs/architecture.md);
 - ``default``: the knob value that means "no adjustment" (τ = 0);
 - ``test-oracle``: each metric maximised over the knob on test labels (the paper's protocol,
-  CIDER.md Q-3), labelled as such everywhere.
+  docs/cider.md, Q-3), labelled as such everywhere.
 
 Models without knobs get one selection, ``none``.
 """

@@ -1,4 +1,5 @@
-"""``export``: results and per-sample predictions as flat tables with stable columns (DESIGN.md §6)."""
+"""``export``: results and per-sample predictions as flat tables with stable columns
+(docs/architecture.md, Exports)."""
 
 from __future__ import annotations
 

@@ -1,9 +1,9 @@
 """Per-cell metrics, AUILC, seed aggregation and post-hoc knob selection.
 
-Definitions follow ``reference/DATA.md`` (MMSA ``metricsTop`` for regression outputs, CIDer's
-classification metrics) and ``reference/CIDER.md`` §11.2–11.4. Every accuracy and F1 is a fraction
-in [0, 1]; every F1 is sklearn's ``f1_score(average="weighted")``, re-implemented here with numpy so
-that sklearn is not a dependency. Metric names are the export column names of DESIGN.md §6 and
+Definitions follow MMSA's ``metricsTop`` for regression outputs and CIDer's classification
+metrics (docs/architecture.md, docs/cider.md). Every accuracy and F1 is a fraction in [0, 1]; every
+F1 is sklearn's ``f1_score(average="weighted")``, re-implemented here with numpy so that sklearn is
+not a dependency. Metric names are the export column names (docs/architecture.md, Exports) and
 ``TASK_INFO[task].metrics``.
 
 A metric whose sample subset is empty (Non0 on a split whose truths are all neutral) is ``nan``;
@@ -102,7 +102,7 @@ def _integer_labels(labels: np.ndarray, num_classes: int, task: Task) -> np.ndar
     valid = f"{task.value} labels must be integers in 0..{num_classes - 1}"
     if raw.dtype.kind not in "biuf":
         raise DataError(f"{valid}; got dtype {raw.dtype}")
-    # Some MMSA files store class labels as floats (reference/DATA.md); accept exact integers.
+    # Some MMSA files store class labels as floats (docs/architecture.md, Data); accept exact integers.
     if raw.dtype.kind == "f" and not (
         np.isfinite(raw).all() and np.array_equal(raw, np.round(raw))
     ):
@@ -117,7 +117,7 @@ def _integer_labels(labels: np.ndarray, num_classes: int, task: Task) -> np.ndar
 
 
 def classification_metrics(task: Task, scores: np.ndarray, labels: np.ndarray) -> dict[str, float]:
-    """Metrics of per-class scores against class labels (CIDER.md §11.3).
+    """Metrics of per-class scores against class labels (docs/cider.md).
 
     binary (scores (N, 3) over neg/neu/pos, labels 0/1/2):
 
@@ -162,7 +162,7 @@ def _pearson(x: np.ndarray, y: np.ndarray) -> float:
 
 
 def regression_metrics(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
-    """MMSA ``metricsTop`` for regression outputs p against truths t (reference/DATA.md).
+    """MMSA ``metricsTop`` for regression outputs p against truths t (docs/architecture.md, Data).
 
     - ``mae``: mean |p − t|.
     - ``corr``: Pearson correlation of p and t. When either side is constant the correlation is
@@ -232,7 +232,7 @@ def compute_metrics(task: Task, scores: np.ndarray, labels: np.ndarray) -> dict[
 
 
 def auilc(values: Sequence[float], rates: Sequence[float] = RATES) -> float:
-    """Area under the metric-vs-missing-rate curve, trapezoid rule (CIDER.md §11.4).
+    """Area under the metric-vs-missing-rate curve, trapezoid rule (docs/cider.md).
 
     With the default 11 rates 0.0 … 1.0 the area equals the mean height of the curve, so it is on
     the metric's own scale. A ``nan`` value makes the area ``nan``.

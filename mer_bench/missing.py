@@ -1,4 +1,4 @@
-"""Missing-data keep-masks: which time steps of which modality a cell hides (DESIGN.md §3).
+"""Missing-data keep-masks: which time steps of which modality a cell hides (docs/architecture.md).
 
 Keep-masks are bool, 1 = valid AND kept; padding is never kept, and the text's [CLS] (position 0)
 and last valid token ([SEP]) are never dropped, whatever the mode.
@@ -16,7 +16,7 @@ Two random-number schemes:
     fixed fraction of the admissible range, so a longer block covers the shorter one).
 
 ``reference``
-    The reference's legacy NumPy draws for a whole split, bit for bit (CIDER.md §9.1/§9.3): a
+    The reference's legacy NumPy draws for a whole split, bit for bit (docs/cider.md): a
     private ``RandomState(seed)`` (the same stream as ``np.random.seed(seed)``, without touching
     the global state), drawn in the reference's order and shapes.
 """
@@ -230,7 +230,7 @@ class _Inputs:
     ) -> _Inputs:
         # .to(bool) is free on bool input, unlike != 0 (which promotes)
         text = text_mask.to(torch.bool)
-        # Leading run of ones = first zero of the mask with a 0 column appended (CIDER.md §9.1).
+        # Leading run of ones = first zero of the mask with a 0 column appended (docs/cider.md).
         text_len = text.to(torch.int64).cumprod(dim=1).sum(dim=1)
         return cls(
             index=index.to(device=text_mask.device, dtype=torch.int64),
@@ -286,7 +286,7 @@ def _finalize(raw: _PerModality | _Shared, inp: _Inputs) -> KeepMasks:
 
 
 def _condition_rates(condition: str) -> tuple[float, float, float]:
-    """SMM as RMFM_same rates: 0 for a kept modality, 1 for a dropped one (CIDER.md §9.3)."""
+    """SMM as RMFM_same rates: 0 for a kept modality, 1 for a dropped one (docs/cider.md)."""
     t, a, v = (0.0 if m in condition else 1.0 for m in "TAV")
     return t, a, v
 
@@ -650,7 +650,7 @@ def split_mask_arrays(
     seed: int,
     rng: MaskRng | str = MaskRng.PER_SAMPLE,
 ) -> dict[str, np.ndarray]:
-    """The arrays ``python -m mer_bench masks`` writes (DESIGN.md §6).
+    """The arrays ``python -m mer_bench masks`` writes (README, "Commands").
 
     Masks are uint8 (N, L) (``*_input_mask``: 1 = valid; ``*_keep``: 1 = valid and kept);
     ``text_ids`` / ``text_ids_missing`` are int64 token ids before / after masking (dropped

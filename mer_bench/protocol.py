@@ -104,7 +104,7 @@ TASK_INFO: dict[Task, TaskInfo] = {
 
 
 class Mode(str, Enum):
-    """How data goes missing at evaluation (DESIGN.md §3)."""
+    """How data goes missing at evaluation (docs/architecture.md)."""
 
     RMFM = "RMFM"
     RMFM_SAME = "RMFM_same"

@@ -2,7 +2,7 @@
 
 The adapter owns its loss and optimiser steps (``Adapter.train_step``); this loop owns the data
 order, the seeds, the device, the validation metric and the patience counter. Selection uses the
-*validation* split only (the honest default, DESIGN.md §4): the metric is the task's selection
+*validation* split only (the honest default, docs/architecture.md): the metric is the task's selection
 metric under the complete view, taken at the best post-hoc knob on validation (e.g. CIDer's τ).
 """
 

@@ -5,7 +5,7 @@ adapter's declared ``search_space`` (TPE), trains with the harness's ``fit`` (ea
 validation) and returns the task's selection metric on the **validation** split: under the
 complete view (``objective="complete"``), or averaged over an RMFM sweep of the validation split
 (``objective="robust"``). The test split is loaded sealed (``load_bundle(test=False)``): any
-read raises, so tuning cannot select on test the way the reference did (CIDER.md Q-2).
+read raises, so tuning cannot select on test the way the reference did (docs/cider.md, Q-2).
 
 Pruning: the median pruner compares each epoch's complete-view validation metric with the other
 trials' values at the same epoch. Storage: any SQLAlchemy URL; a SQLite file under ``--out`` by

@@ -208,7 +208,7 @@ def test_export_without_store_is_an_error(tmp_path: Path, capsys) -> None:
 def test_describe_state_dict_matches_reference_tables(
     model: str, argv: list[str], table: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Without any data file or weights: DATA.md's MOSI dimensions and bert-base shapes."""
+    """Without any data file or weights: the published MOSI dimensions and bert-base shapes."""
     from tests.conftest import REFERENCE_DIR
 
     assert main(["describe", model, "--dataset", "mosi", *argv, "--state-dict"]) == 0

@@ -1,11 +1,11 @@
 """Where each data setting's files live, and loading them into a ``DatasetBundle``.
 
-Layout under the data root (``--data-root ROOT`` or env ``MER_BENCH_DATA``; DESIGN.md §2):
+Layout under the data root (``--data-root ROOT`` or env ``MER_BENCH_DATA``; docs/architecture.md):
 
 - IID: ``ROOT/CMU-<NAME>/Processed/{aligned,unaligned}_50.pkl``; MMSA's own tree
   ``ROOT/<NAME>/Processed/...`` is tried second.
 - OOD (CIDer): ``ROOT/OOD_<NAME>/{binary,seven}/<NAME>_{aligned,unaligned}_50.pkl`` (joblib).
-  The task picks the file, because CIDer re-partitions each task separately (CIDER.md Q-22);
+  The task picks the file, because CIDer re-partitions each task separately (docs/cider.md, Q-22);
   the regression task, which CIDer does not define, uses the ``binary`` re-partition.
 - Cross-dataset (aligned only): ``ROOT/MSA_cross_datasets/<name>.pkl`` gives train and valid;
   the test split is the partner file's test split (mosi ↔ mosei; synth → synth_b).
@@ -268,7 +268,7 @@ def _check_test_matches(train: Split, test: Split, train_path: Path, test_path: 
 
 
 def _as_aligned(split: Split, path: Path) -> Split:
-    """Aligned data: check one shared time axis; audio/vision lengths = text lengths (§1.1.4)."""
+    """Aligned data: check one shared time axis; audio/vision lengths = text lengths."""
     n = split.text_bert.shape[2]
     for key, a in (("audio", split.audio), ("vision", split.vision)):
         if a.shape[1] != n:

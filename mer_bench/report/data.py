@@ -80,7 +80,7 @@ def model_order(frame: pd.DataFrame, models: Sequence[str] | None = None) -> lis
 
 
 def oracle_models(frame: pd.DataFrame) -> list[str]:
-    """Models whose headline rows use the test-oracle τ (CIDER.md §12, Q-3)."""
+    """Models whose headline rows use the test-oracle τ (docs/cider.md, Q-3)."""
     rows = frame[frame["is_primary"] & (frame["selection"] == ORACLE)]
     return sorted(set(rows["model"]))
 

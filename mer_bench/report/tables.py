@@ -125,7 +125,7 @@ class Table:
         if self.oracle:
             text += (
                 f" Test-oracle τ for {', '.join(self.oracle)}: τ maximised per metric on test "
-                "labels (the paper's protocol, CIDER.md §12 Q-3), not a held-out choice."
+                "labels (the paper's protocol, docs/cider.md, Q-3), not a held-out choice."
             )
         return text
 
@@ -687,7 +687,7 @@ def build_tau_comparison(
 
 TAU_NOTE = (
     "valid: τ chosen on the validation split under the same cell (honest default). test-oracle: "
-    "τ maximised per metric on test labels (the paper's protocol, CIDER.md §12 Q-3). Optimism = "
+    "τ maximised per metric on test labels (the paper's protocol, docs/cider.md, Q-3). Optimism = "
     "test-oracle − valid; 95% CI from a paired bootstrap over seeds and samples of the stored "
     "predictions (test-oracle predictions are stored under the selection metric's τ)."
 )

@@ -1,4 +1,4 @@
-"""Bias-word dictionary (CIDER.md §8.1, Q-9, Q-10) and counterfactual text (§8.2)."""
+"""Bias-word dictionary (docs/cider.md, Q-9, Q-10) and counterfactual text."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Prototypes and priors: the shipped files (CIDER.md §7.1–7.3) and computed ones (§7.4)."""
+"""Prototypes and priors: the shipped files (docs/cider.md) and computed ones."""
 
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ def test_shipped_files_load(dataset: str, distribution: str, task: str, classes:
 @pytest.mark.parametrize("dataset", ["mosi", "mosei"])
 @pytest.mark.parametrize("alignment", ["aligned", "unaligned"])
 def test_iid_identity_binary_equals_seven(dataset: str, alignment: str) -> None:
-    """Σ_k π_k μ_k is the train mean for both tasks (§7.3)."""
+    """Σ_k π_k μ_k is the train mean for both tasks."""
     mix = []
     for task, c in (("binary", 3), ("seven", 7)):
         p = load_shipped(ROOT, DataSetting.parse(f"{dataset}/iid/{alignment}/{task}"))
