@@ -7,15 +7,12 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from mer_bench.adapters import AdapterContext, available_adapters, get_adapter
+from mer_bench.adapters import available_adapters, get_adapter
+from mer_bench.api import build_adapter
 from mer_bench.cli._common import add_data_setting_args, data_setting, overrides
 from mer_bench.commands import plugin_commands
 from mer_bench.conformance import run_conformance
-from mer_bench.data.dims import published_spec
-from mer_bench.data.loaders import load_bundle
-from mer_bench.protocol import Dataset
 from mer_bench.runner import preset_name
-from mer_bench.text_encoder import BERT_BASE_SHAPE
 
 
 def register(sub: Any) -> None:
@@ -60,16 +57,14 @@ def cmd_check_adapter(args: argparse.Namespace) -> int:
 def cmd_describe(args: argparse.Namespace) -> int:
     setting = data_setting(args)
     cls = get_adapter(args.model)
-    if setting.dataset is Dataset.SYNTH:
-        spec = load_bundle(setting).spec
-    else:
-        spec = published_spec(setting)
     preset = preset_name(cls, setting.dataset, args.preset)
-    params = cls.resolve_params(preset, overrides(args.set or [], None, [args.model])[args.model])
-    encoder = args.text_encoder
-    if encoder is None and setting.dataset is not Dataset.SYNTH:
-        encoder = BERT_BASE_SHAPE  # real data: shapes of bert-base-uncased, no weights needed
-    adapter = cls(AdapterContext.create(spec, params, data=setting, text_encoder=encoder))
+    adapter = build_adapter(
+        args.model,
+        setting,
+        params=overrides(args.set or [], None, [args.model])[args.model],
+        preset=args.preset,
+        text_encoder=args.text_encoder,
+    )
     model = adapter.model
     bert_prefixes = tuple(
         getattr(adapter, "text_encoder_prefixes", ("text_model.", "text_encoder."))

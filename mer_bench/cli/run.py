@@ -27,6 +27,7 @@ from rich.progress import (
 from rich.table import Table
 
 from mer_bench.adapters import get_adapter
+from mer_bench.api import protocol_and_seeds
 from mer_bench.cli._common import csv_list, overrides, parse_seeds, values
 from mer_bench.errors import ConfigError
 from mer_bench.metrics import Aggregate
@@ -208,24 +209,18 @@ def run_options(args: argparse.Namespace) -> RunOptions:
         storage = args.study_storage or default_storage(args.out)
         record = params_from_study(storage, args.params_from_study)
         source = _provenance(record)
-    selector, seeds, suite = args.protocol, args.seeds, None
-    if args.suite:
-        suite = get_suite(args.suite)
-        if args.protocol is not None:
-            raise ConfigError(
-                f"--suite {suite.name} fixes the protocol ({suite.selector}); drop --protocol"
-            )
-        selector = suite.selector
-        seeds = args.seeds or ",".join(str(s) for s in suite.seeds)
+    selector, seeds, suite = protocol_and_seeds(
+        args.protocol, parse_seeds(args.seeds) if args.seeds is not None else None, args.suite
+    )
     options = {}
     if args.cider_prototypes:
         options["cider_prototypes"] = args.cider_prototypes
     return RunOptions(
         models=models,
-        selector=selector or "all",
+        selector=selector,
         dataset=parse_enum(Dataset, args.dataset, "dataset"),
         data_root=args.data_root,
-        seeds=parse_seeds(seeds or "1111,1112,1113"),
+        seeds=seeds,
         device=args.device,
         out=args.out,
         text_encoder=args.text_encoder,
@@ -240,7 +235,7 @@ def run_options(args: argparse.Namespace) -> RunOptions:
         presets=_presets(args.preset or [], models),
         options=options,
         quiet=args.quiet,
-        suite=None if suite is None else suite.name,
+        suite=suite,
     )
 
 
