@@ -129,10 +129,3 @@ def test_a_broken_plugin_target_is_left_out_with_a_warning(
     names = [c.name for c in commands.plugin_commands()]
     assert "broken" not in names and "import-checkpoint" in names
     assert "warning: command 'broken' left out" in capsys.readouterr().err
-
-
-def test_table_help_prints_a_single_percent_sign(capsys: pytest.CaptureFixture[str]) -> None:
-    with pytest.raises(SystemExit):
-        main(["table", "--help"])
-    out = capsys.readouterr().out
-    assert "95% CI" in out and "%%" not in out

@@ -230,6 +230,16 @@ def build_tables(frame: pd.DataFrame, preds: Predictions, opts: TableOptions) ->
     """Every (data setting, metric) table of the selected results, tests included."""
     rows_all = select(frame, opts.selection)
     rates = tuple(canonical_rate(r) for r in opts.rates)
+    tasks = sorted({Task(t) for t in rows_all["task"]}, key=list(Task).index)
+    reported = {m for t in tasks for m in t.info.metrics}
+    missing = [m for m in opts.metrics if m not in reported]
+    if missing:
+        valid = ", ".join(dict.fromkeys(m for t in tasks for m in t.info.metrics))
+        raise ConfigError(
+            f"metric {', '.join(map(repr, missing))} is not reported for "
+            f"{'task' if len(tasks) == 1 else 'tasks'} {', '.join(t.value for t in tasks)} in "
+            f"these results; valid: {valid}"
+        )
     tables = []
     for data_id in sorted(set(rows_all["data_id"])):
         rows_d = rows_all[rows_all["data_id"] == data_id]
@@ -245,10 +255,7 @@ def build_tables(frame: pd.DataFrame, preds: Predictions, opts: TableOptions) ->
             models = [baseline, *[m for m in models if m != baseline]]
         for metric in opts.metrics or task.info.curve_metrics:
             if metric not in task.info.metrics:
-                raise ConfigError(
-                    f"metric {metric!r} is not reported for task {task.value}; "
-                    f"valid: {', '.join(task.info.metrics)}"
-                )
+                continue  # e.g. non0_acc2 on a seven-class setting: tables where it exists
             tables.append(
                 _build_one(rows_d, preds, task, data_id, metric, models, baseline, rates, opts)
             )
@@ -390,16 +397,19 @@ def fmt_p(p: float) -> str:
     return f"{p:.2g}" if p < 0.01 else f"{p:.3f}"
 
 
-def _best(table: Table, block: Block, col: str) -> str | None:
+def _best(table: Table, block: Block, col: str) -> frozenset[str]:
+    """The models to print in bold in a column: every model whose mean, as printed, equals the
+    best printed mean (ties are all marked); none when fewer than two models have a value."""
     means = {
         m: block.entries[(m, col)].mean
         for m in table.models
         if (m, col) in block.entries and math.isfinite(block.entries[(m, col)].mean)
     }
     if len(means) < 2:
-        return None
+        return frozenset()
     pick = max if table.higher_is_better else min
-    return pick(means, key=means.get)
+    shown = fmt_value(table.metric, means[pick(means, key=means.get)], math.nan)
+    return frozenset(m for m, v in means.items() if fmt_value(table.metric, v, math.nan) == shown)
 
 
 def _mark(entry: Entry) -> str:
@@ -428,7 +438,7 @@ def render_markdown(tables: Sequence[Table]) -> str:
                         cells.append("–")
                         continue
                     v = fmt_value(t.metric, e.mean, e.sd) + _mark(e)
-                    cells.append(f"**{v}**" if best[c] == m else v)
+                    cells.append(f"**{v}**" if m in best[c] else v)
                 name = f"{m} (baseline)" if m == t.baseline else m
                 out.write(_md_row([name, *cells]) + "\n")
             out.write("\n")
@@ -532,7 +542,7 @@ def render_latex(tables: Sequence[Table]) -> str:
                         cells.append("--")
                         continue
                     v = latex_escape(fmt_value(t.metric, e.mean, e.sd))
-                    v = f"\\textbf{{{v}}}" if best[c] == m else v
+                    v = f"\\textbf{{{v}}}" if m in best[c] else v
                     cells.append(v + latex_escape(_mark(e)))
                 name = latex_escape(m) + (" (base)" if m == t.baseline else "")
                 out.write(" & ".join([name, *cells, *pad]) + " \\\\\n")
