@@ -28,6 +28,7 @@ from mer_bench import __version__
 from mer_bench.adapters import Adapter, AdapterContext, get_adapter
 from mer_bench.batch import SplitTensors
 from mer_bench.corruption import for_regime
+from mer_bench.data.loaders import check_plan_data
 from mer_bench.errors import ConfigError, MerBenchError
 from mer_bench.evaluate import PredictionCache, evaluate_cell
 from mer_bench.protocol import (
@@ -474,7 +475,11 @@ def _worker(sp: SettingPlan, opts: RunOptions) -> SettingOutcome:
 def execute(
     plans: Sequence[SettingPlan], opts: RunOptions, hooks: Hooks | None = None
 ) -> list[SettingOutcome]:
-    """Run every planned setting with the chosen executor."""
+    """Run every planned setting with the chosen executor.
+
+    Every data file of the whole plan is located and validated first: a missing or invalid file
+    stops the run before the first setting trains (and before the store is created)."""
+    check_plan_data((p.setting.data for p in plans), opts.data_root)
     executors: dict[Executor, Callable[..., list[SettingOutcome]]] = {
         Executor.LOCAL: _execute_local,
         Executor.RAY: _execute_ray,

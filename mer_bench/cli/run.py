@@ -56,6 +56,7 @@ from mer_bench.runner import (
 )
 from mer_bench.store import ResultsStore
 from mer_bench.suites import SUITES, get_suite
+from mer_bench.text_encoder import quiet_third_party
 from mer_bench.tune import default_storage, params_from_study
 
 
@@ -154,6 +155,11 @@ def register(sub: Any) -> None:
         help="CIDer checkout folder with the shipped *_feats/*_probs .npy files",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument(
+        "--verbose",
+        action="store_true",
+        help="let third-party libraries (transformers) print their warnings and progress bars",
+    )
     p.set_defaults(handler=cmd_run)
 
     p = sub.add_parser("protocols", help="list the cell ids a selector selects, then a count")
@@ -272,6 +278,8 @@ def _provenance(record: dict) -> dict:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    if not args.verbose:
+        quiet_third_party()
     opts = run_options(args)
     for model in opts.models:
         get_adapter(model)  # unknown names fail before any work

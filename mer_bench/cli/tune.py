@@ -15,6 +15,7 @@ from rich.table import Table
 from mer_bench.cli._common import csv_list, parse_value, values
 from mer_bench.errors import ConfigError
 from mer_bench.protocol import RATES, Dataset, DataSetting, MaskRng, Precision, parse_enum
+from mer_bench.text_encoder import quiet_third_party
 from mer_bench.tune import (
     FINISHED,
     TuneOptions,
@@ -101,6 +102,11 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--max-retry", type=int, default=2, help="re-queues of a killed worker's trial")
     p.add_argument("--quiet", action="store_true", help="no per-trial progress")
+    p.add_argument(
+        "--verbose",
+        action="store_true",
+        help="let third-party libraries (transformers) print their warnings and progress bars",
+    )
     p.set_defaults(
         handler=cmd_tune,
         interrupted="interrupted; finished trials are stored, rerun the same command to resume",
@@ -242,6 +248,8 @@ class TrialTable:
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
+    if not args.verbose:
+        quiet_third_party()
     opts = tune_options(args)
     table = TrialTable(args.quiet)
     try:

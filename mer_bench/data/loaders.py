@@ -33,6 +33,7 @@ import importlib
 import os
 import threading
 from collections import OrderedDict
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -164,6 +165,54 @@ def resolve_files(setting: DataSetting, root: Path, *, need_test: bool = True) -
             )
         found.append(hit)
     return found[0], found[1]
+
+
+def check_plan_data(settings: Iterable[DataSetting], root: Path | str | None = None) -> None:
+    """Resolve and validate every data file that ``settings`` need, before anything is trained.
+
+    First every file is located: all missing files are reported together, in one ``DataError``
+    that says where to get each kind. Then every file is loaded and validated (schema, shapes,
+    cross-dataset widths) through :func:`load_bundle`, and all failures are reported together.
+    Loaded files stay in the in-process cache, so the first setting does not read its file again.
+    """
+    unique = sorted(set(settings))
+    missing: list[str] = []
+    seen: set[tuple[Path, ...]] = set()
+    hints: dict[str, None] = {}
+    bases: dict[DataSetting, Path] = {}
+    for setting in unique:
+        layout = _layout(setting.dataset)
+        if layout.synthetic and (root is None or str(root) == ""):
+            continue  # generated on demand into its cache folder
+        base = bases[setting] = data_root(root)
+        train_paths, test_paths = candidate_paths(setting, base)
+        roles = (
+            {train_paths: "data"}
+            if train_paths == test_paths
+            else {
+                train_paths: "train/valid",
+                test_paths: "test",
+            }
+        )
+        for paths, role in roles.items():
+            if paths in seen or any(p.is_file() for p in paths):
+                continue
+            seen.add(paths)
+            missing.append(f"{role} file for {setting.id} ({' or '.join(map(str, paths))})")
+            hints[SYNTH_HINT if layout.synthetic else WHERE_TO_GET[setting.distribution]] = None
+    if missing:
+        raise DataError(
+            f"{len(missing)} data file(s) missing, nothing was trained: {'; '.join(missing)}. "
+            f"Where to get them: {' | '.join(hints)}"
+        )
+    problems = []
+    for setting in unique:
+        try:
+            load_bundle(setting, bases.get(setting, root))
+        except DataError as exc:
+            problems.append(f"{setting.id}: {exc}")
+    if problems:
+        raise DataError(f"invalid data, nothing was trained: {'; '.join(problems)}")
 
 
 # ----------------------------------------------------------------------------- loading
