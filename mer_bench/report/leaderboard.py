@@ -238,9 +238,9 @@ def check_entry(entry: dict) -> None:
     _need(isinstance(entry.get("model"), str) and 0 < len(entry["model"]) <= 200, "model")
     setting = entry.get("setting")
     _need(isinstance(setting, dict), "'setting' must be an object")
-    _need(all(isinstance(setting.get(k), str) for k in _SETTING_KEYS), "setting fields")
+    _need(all(isinstance(setting.get(k), str) for k in DataSetting.AXES), "setting fields")
     try:
-        DataSetting.parse("/".join(setting[k] for k in _SETTING_KEYS))
+        DataSetting.from_dict(setting)
     except MerBenchError as exc:
         raise _SchemaError(f"setting: {exc}") from None
     seeds = entry.get("seeds", [])
