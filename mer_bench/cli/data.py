@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from mer_bench.cli._common import Parser, add_data_setting_args, data_setting, values
+from mer_bench.data import synth
 from mer_bench.data.check import check_file
 from mer_bench.data.loaders import load_bundle
-from mer_bench.data.synth import SynthShape, generation_bytes, shape_config, write_synth
 from mer_bench.errors import MerBenchError
 from mer_bench.missing import split_mask_arrays, write_masks_npz
 from mer_bench.protocol import Cell, Distribution, MaskRng, Mode, parse_enum
@@ -60,10 +60,10 @@ def cmd_data_check(args: argparse.Namespace) -> int:
 
 
 def cmd_data_synth(args: argparse.Namespace) -> int:
-    config = shape_config(parse_enum(SynthShape, args.shape, "shape"), seed=args.seed)
-    gib = generation_bytes(config) / 2**30
+    config = synth.shape_config(parse_enum(synth.SynthShape, args.shape, "shape"), seed=args.seed)
+    gib = synth.generation_bytes(config) / 2**30
     print(f"generating synth ({args.shape}); needs about {gib:.1f} GiB of memory", file=sys.stderr)
-    paths = write_synth(Path(args.out), config)
+    paths = synth.write_synth(Path(args.out), config)
     for p in paths:
         print(p)
     print(f"wrote {len(paths)} files (MMSA format) under {args.out}")
