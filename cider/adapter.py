@@ -6,7 +6,7 @@ prototype encoders (distribution ``cross``, Q-17) and locates shipped prototype 
 Option read from ``ctx.options``:
 
 - ``cider_prototypes``: a directory laid out like the reference checkout
-  (``{dataset}_feats/{iid|ood}/{task}/…_{k}.npy`` and ``{dataset}_probs/…``, CIDER.md §7.1);
+  (``{dataset}_feats/{iid|ood}/{task}/…_{k}.npy`` and ``{dataset}_probs/…``, docs/cider.md);
   when given, the shipped *train* prototypes and prior are used instead of computing them.
 
 Benchmark fix of Q-4: evaluation always uses the mean of the *train* class prototypes for every
@@ -43,6 +43,10 @@ from mer_bench.protocol import Distribution
 from mer_bench.text_encoder import build_text_encoder
 
 TAU_GRID: tuple[float, ...] = tuple(round(k / 10, 1) for k in range(31))
+"""CIDer's 31 counterfactual weights τ = 0.0, 0.1, …, 3.0 (the harness selects among them).
+
+Exact one-decimal floats. The reference built the grid with ``np.arange(0, 3.1, 0.1)``, which
+yields 0.30000000000000004 and the like; that is float noise only and changes no argmax."""
 BERT_PREFIX = "text_model."
 NO_DECAY = ("bias", "LayerNorm.bias", "LayerNorm.weight")
 
@@ -68,9 +72,9 @@ _TENTHS_10 = tuple(round(k / 10, 1) for k in range(11))
 
 @register_adapter("cider")
 class CIDerAdapter(Adapter):
-    """CIDer with the reference's numerics (CIDER.md §3–§11).
+    """CIDer with the reference's numerics (docs/cider.md).
 
-    Reproduces the §12 quirks that define the method as shipped: batch-indexed positional
+    Reproduces the reference behaviours (docs/cider.md) that define the method as shipped: batch-indexed positional
     embedding (Q-5), step-1 task gradient carried into step 2 (Q-7), original masks in every
     pass (Q-11), constant compression rows (Q-12), unmasked GRUs/pooling (Q-13), raw-score
     distillation (Q-14), LAV-only attention dropout (Q-15), unused compression modules when
@@ -84,7 +88,7 @@ class CIDerAdapter(Adapter):
     batch_coupled: ClassVar[bool] = True
 
     presets: ClassVar[Mapping[str, Mapping[str, Any]]] = {
-        # The reference single-run configuration (§2.2).
+        # The reference single-run configuration.
         "default": {
             "batch_size": 128,
             "max_epochs": 200,
@@ -180,27 +184,15 @@ class CIDerAdapter(Adapter):
         return self.model
 
     # ------------------------------------------------------------------ setup
-    def _setting_key(self) -> tuple[str, str, str]:
-        data = self.ctx.data
-        return data.dataset.value, data.distribution.value, data.alignment.value
-
     def setup(self, train: Split) -> None:
-        """Prototypes/prior (§7) and the bias-word dictionary (§8.1) from the training split."""
+        """Prototypes/prior and the bias-word dictionary from the training split."""
         task = self.ctx.task
         labels = train.labels(task)
         num_classes = int(task.info.num_classes or 0)
-        key = self._setting_key()
         shipped = self.ctx.options.get("cider_prototypes")
         if shipped:
-            dataset, distribution, alignment = key
             protos = load_shipped(
-                Path(str(shipped)),
-                dataset,
-                distribution,
-                alignment,
-                task.value,
-                num_classes,
-                proto_dim=self.cider.cfg.proto_dim,
+                Path(str(shipped)), self.ctx.data, proto_dim=self.cider.cfg.proto_dim
             )
         else:
             pooled = pooled_text_features(
@@ -210,7 +202,7 @@ class CIDerAdapter(Adapter):
         top_k = int(self.ctx.params["bias_thresh"])
         cache = None
         if self.ctx.cache_dir is not None:
-            cache = bias_cache_path(self.ctx.cache_dir, *key, task.value, top_k)
+            cache = bias_cache_path(self.ctx.cache_dir, self.ctx.data, top_k)
         words = load_or_build(cache, train.text_ids, labels, num_classes, top_k)
         self._install(protos, torch.as_tensor(words.ids, dtype=torch.int64))
 
@@ -234,7 +226,7 @@ class CIDerAdapter(Adapter):
 
     # ------------------------------------------------------------------ training
     def configure_optimizer(self) -> torch.optim.Optimizer:
-        """Adam with the reference's three groups (§10.1): BERT weights (lr_bert, coupled L2
+        """Adam with the reference's three groups: BERT weights (lr_bert, coupled L2
         weight_decay_bert), BERT biases/LayerNorms (lr_bert, no decay), the rest (lr)."""
         p = self.ctx.params
         decay, no_decay, rest = [], [], []
@@ -287,7 +279,7 @@ class CIDerAdapter(Adapter):
         return TrainCorruption(CorruptionKind.RATE, rate=0.5)
 
     def train_step(self, batch: Batch, generator: torch.Generator) -> torch.Tensor:
-        """§10.2: complete-view task step, then the missing-view step with the updated weights.
+        """Complete-view task step, then the missing-view step with the updated weights.
 
         ``batch`` is the harness's corrupted view (``training_corruption``) and
         ``batch.complete_view`` the complete one; under clean training both are the same and
@@ -333,7 +325,7 @@ class CIDerAdapter(Adapter):
 
     # ------------------------------------------------------------------ evaluation
     def predict(self, batch: Batch) -> dict[str, torch.Tensor]:
-        """Missing-view and counterfactual passes (§1.3 test mode), run as one batch of 2B
+        """Missing-view and counterfactual passes (the reference's test mode), run as one batch of 2B
         whose Q-5 positional rows are those of the separate B-sample passes."""
         self._require_setup()
         assert self._eval_protos is not None and self._cf_table is not None
@@ -359,7 +351,7 @@ class CIDerAdapter(Adapter):
         return {"logp": logp, "cf_logp": cf_logp}
 
     def scores(self, outputs: Mapping[str, np.ndarray], knobs: Mapping[str, float]) -> np.ndarray:
-        """Debiased scores log p − τ·log p_cf (§11.2)."""
+        """Debiased scores log p − τ·log p_cf."""
         tau = float(knobs.get("tau", 0.0))
         return np.asarray(outputs["logp"]) - tau * np.asarray(outputs["cf_logp"])
 

@@ -1,4 +1,4 @@
-"""CIDer's two attention modules (reference/CIDER.md §3.1 and §3.2.3).
+"""CIDer's two attention modules (docs/cider.md).
 
 ``CompressedAttention`` shortens an unaligned audio/vision sequence to the text length with one
 text-queried head. ``MultimodalMultiheadAttention`` (MMMA) is the self-attention of the
@@ -6,8 +6,8 @@ multimodal transformer over the concatenated [L; A; V] sequence with seven atten
 
 The reference computes each restricted view from its own clone of the 3n×3n score matrix with
 −1e9 masks, value masking and a post-softmax query-row mask. On every row that is consumed
-downstream, a restricted view equals attention whose keys are limited to the view's segment set
-(§3.2.3), so this implementation computes, once per layer, a softmax *within* each key segment
+downstream, a restricted view equals attention whose keys are limited to the view's segment set,
+so this implementation computes, once per layer, a softmax *within* each key segment
 and its log-normaliser, and then mixes the three per-segment outputs with weights
 ``softmax(logsumexp_s)`` over the segments a view allows. That is exact algebra (no
 approximation) and costs one attention instead of seven. The literal form lives in
@@ -45,7 +45,7 @@ _SEGMENT_VIEW_INDEX = torch.tensor(SEGMENT_VIEWS, dtype=torch.int64)
 
 
 class CompressedAttention(nn.Module):
-    """One-head text-queried attention that maps an A/V sequence to the text length (§3.1).
+    """One-head text-queried attention that maps an A/V sequence to the text length.
 
     Parameter names match ``torch.nn.MultiheadAttention`` (``in_proj_weight``, ``in_proj_bias``,
     ``out_proj``) as in the reference state dict.
@@ -97,7 +97,7 @@ class CompressedAttention(nn.Module):
 
 
 class MultimodalMultiheadAttention(nn.Module):
-    """The seven-view multimodal self-attention of one MCT layer (§3.2.3).
+    """The seven-view multimodal self-attention of one MCT layer.
 
     Input (3n, B, d) with segments L = [0, n), A = [n, 2n), V = [2n, 3n). Returns the output
     (3n, B, d) and the raw scaled scores Q·Kᵀ (B·H, 3n, 3n), head-batch index b·H + h, which the

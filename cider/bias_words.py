@@ -1,4 +1,4 @@
-"""Bias-word dictionary and counterfactual text (reference/CIDER.md §8)."""
+"""Bias-word dictionary and counterfactual text (docs/cider.md)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import torch
 
 from mer_bench.data.types import MASK_ID, SPECIAL_IDS
 from mer_bench.errors import DataError
+from mer_bench.protocol import DataSetting
 
 CV_THRESHOLD = 0.1
 
@@ -29,7 +30,7 @@ class BiasWords:
 def build_bias_words(
     ids: np.ndarray, labels: np.ndarray, num_classes: int, top_k: int = 100
 ) -> BiasWords:
-    """§8.1 exactly: per-occurrence class counts of non-special ids, float32 cv, cv ≥ 0.1,
+    """Exactly as the reference: per-occurrence class counts of non-special ids, float32 cv, cv ≥ 0.1,
     top-K by total count with a stable sort (ties keep first-occurrence order).
 
     ids (N, n) token ids in stored order; labels (N,) task labels in 0..C−1. For the 3-class
@@ -78,12 +79,10 @@ def build_bias_words(
     return BiasWords(words[ranked], totals[ranked], cv[ranked])
 
 
-def bias_cache_path(
-    cache_dir: Path, dataset: str, distribution: str, alignment: str, task: str, top_k: int
-) -> Path:
+def bias_cache_path(cache_dir: Path, data: DataSetting, top_k: int) -> Path:
     """Cache file keyed by the whole data setting and K (the reference's key omits the
     alignment and lives in the working directory, Q-10)."""
-    return Path(cache_dir) / f"cider_bias_{dataset}_{distribution}_{alignment}_{task}_{top_k}.npz"
+    return Path(cache_dir) / f"cider_bias_{data.id.replace('/', '_')}_{top_k}.npz"
 
 
 def load_or_build(
@@ -118,7 +117,7 @@ def keep_table(bias_ids: torch.Tensor, vocab_size: int) -> torch.Tensor:
 
 
 def counterfactual_ids(ids: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
-    """§8.2: keep special ids (incl. [UNK] from missingness, padding) and bias words, every
+    """Keep special ids (incl. [UNK] from missingness, padding) and bias words, every
     other id → [MASK] (103). ids (B, n) of the missing view."""
     safe = ids.clamp(0, table.numel() - 1)
     return torch.where(table[safe], ids, torch.full_like(ids, MASK_ID))

@@ -1,4 +1,4 @@
-"""Import official CIDer checkpoints (whole pickled modules, CIDER.md §4.4, Q-24) safely.
+"""Import official CIDer checkpoints (whole pickled modules, docs/cider.md, Q-24) safely.
 
 The reference saves ``torch.save(model)``: a zip whose ``data.pkl`` references the reference's
 classes (``src.models.CIDERModel``, ``modules.transformer.*``), transformers' BERT/tokenizer,
@@ -631,7 +631,7 @@ def import_checkpoint(path: Path) -> dict[str, torch.Tensor]:
 
     The file is parsed in a resource-limited child process (module docstring) that writes
     safetensors; ``text_model.model.embeddings.position_ids`` (a constant buffer older
-    transformers stored, CIDER.md §4.3) is dropped so the result loads strictly into the port.
+    transformers stored) is dropped so the result loads strictly into the port.
     """
     from safetensors.torch import load_file
 

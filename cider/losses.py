@@ -1,4 +1,4 @@
-"""CIDer's training losses (reference/CIDER.md §10.2, item 4)."""
+"""CIDer's training losses (docs/cider.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The CIDer network (reference/CIDER.md §3–§5), state-dict compatible with the reference.
+"""The CIDer network (docs/cider.md), state-dict compatible with the reference.
 
 Attribute names, registration order, shapes and parameter/buffer kinds reproduce the
 reference ``CIDERModel`` exactly, so its converted checkpoints load with ``strict=True``
@@ -78,7 +78,7 @@ class CIDerOutput:
 
 
 class SinusoidalPositions(nn.Module):
-    """Fixed sinusoid table ``pe`` (1, 1024, d) (§3.2.1)."""
+    """Fixed sinusoid table ``pe`` (1, 1024, d)."""
 
     def __init__(self, embed_dim: int) -> None:
         super().__init__()
@@ -93,7 +93,7 @@ class SinusoidalPositions(nn.Module):
 
 
 class EncoderLayer(nn.Module):
-    """Pre-norm MCT layer: MMMA then FFN, each with a residual (§3.2.2)."""
+    """Pre-norm MCT layer: MMMA then FFN, each with a residual."""
 
     def __init__(self, cfg: CIDerConfig) -> None:
         super().__init__()
@@ -121,7 +121,7 @@ class EncoderLayer(nn.Module):
 
 
 class MultimodalTransformer(nn.Module):
-    """The MCT: positions, Lyr pre-norm layers, final LayerNorm (§3.2)."""
+    """The MCT: positions, Lyr pre-norm layers, final LayerNorm."""
 
     def __init__(self, cfg: CIDerConfig) -> None:
         super().__init__()
@@ -162,7 +162,7 @@ class MultimodalTransformer(nn.Module):
 
 
 class AttentionPooling(nn.Module):
-    """Unmasked additive attention pooling over time (§3 step 8, Q-13)."""
+    """Unmasked additive attention pooling over time (Q-13)."""
 
     def __init__(self, embed_dim: int) -> None:
         super().__init__()
@@ -248,7 +248,7 @@ class CIDerModel(nn.Module):
     def causal_head(
         self, joint_rep: torch.Tensor, prototypes: torch.Tensor, prior: torch.Tensor
     ) -> torch.Tensor:
-        """Backdoor adjustment (§3.4): log Σ_i π_i softmax(classifier_i([r; e_i])).
+        """Backdoor adjustment: log Σ_i π_i softmax(classifier_i([r; e_i])).
 
         prototypes (C, D) are shared by the batch (the reference repeats them per sample, with
         no numerical difference); prior is (C,) or (B, C).
@@ -342,6 +342,6 @@ class CIDerModel(nn.Module):
 
     @staticmethod
     def _recon_series(layers: nn.ModuleList, z: torch.Tensor) -> torch.Tensor:
-        """z (B, n, d) → time map n → L, ReLU, feature map d → D (§3.5)."""
+        """z (B, n, d) → time map n → L, ReLU, feature map d → D."""
         stretched = F.relu(layers[0](z.transpose(1, 2)))  # (B, d, L)
         return layers[1](stretched.transpose(1, 2))  # (B, L, D)

@@ -1,7 +1,7 @@
-"""Class prototypes and priors for CIDer's causal head (reference/CIDER.md §7).
+"""Class prototypes and priors for CIDer's causal head (docs/cider.md).
 
-Computed from the training split (§7.4), or read from the reference's shipped ``.npy`` files
-(§7.1) with ``ctx.options["cider_prototypes"]``.
+Computed from the training split, or read from the reference's shipped ``.npy`` files
+(layout in docs/cider.md) with ``ctx.options["cider_prototypes"]``.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from torch import nn
 from mer_bench.data.streams import open_regular
 from mer_bench.data.types import Split
 from mer_bench.errors import ConfigError, DataError
+from mer_bench.protocol import DataSetting, Distribution
 
 CROSS_PREFIX = "[cross_dataset]"
 
@@ -55,7 +56,7 @@ def pooled_text_features(
     encoder: nn.Module, text_bert: np.ndarray, device: torch.device, batch_size: int = 256
 ) -> np.ndarray:
     """(N, D_l) float64: mask-weighted mean of the encoder's last hidden state over valid tokens
-    (candidate (a) of §7.4), computed with the encoder in eval mode (pretrained weights)."""
+    (the first of the reference's candidate recipes), computed with the encoder in eval mode (pretrained weights)."""
     was_training = encoder.training
     encoder.eval()
     out = []
@@ -75,7 +76,7 @@ def pooled_text_features(
 
 def sample_vectors(text_pooled: np.ndarray, split: Split) -> np.ndarray:
     """(N, D) [text ; audio time-mean ; vision time-mean], the A/V means over *all* stored steps,
-    padding included (that dilution is visible in the shipped files, §7.3)."""
+    padding included (that dilution is visible in the shipped files)."""
     audio = split.audio.astype(np.float64).mean(axis=1)
     vision = split.vision.astype(np.float64).mean(axis=1)
     return np.concatenate((text_pooled.astype(np.float64), audio, vision), axis=1)
@@ -96,21 +97,15 @@ def class_prototypes(vectors: np.ndarray, labels: np.ndarray, num_classes: int) 
     return Prototypes(means=means, prior=counts / labels.size)
 
 
-def shipped_paths(
-    root: Path,
-    dataset: str,
-    distribution: str,
-    alignment: str,
-    task: str,
-    num_classes: int,
-    split: str = "train",
-) -> tuple[list[Path], Path]:
-    """The prototype files (k = 0..C−1) and the prior file of the reference layout (§7.1).
+def shipped_paths(root: Path, data: DataSetting, split: str = "train") -> tuple[list[Path], Path]:
+    """The prototype files (k = 0..C−1) and the prior file of the reference layout.
 
     Cross-dataset files live under ``iid`` with the literal ``[cross_dataset]`` name prefix.
     """
-    cross = distribution == "cross"
-    dist_dir = "iid" if cross else distribution
+    dataset, alignment, task = data.dataset.value, data.alignment.value, data.task.value
+    num_classes = int(data.task.info.num_classes or 0)
+    cross = data.distribution is Distribution.CROSS
+    dist_dir = Distribution.IID.value if cross else data.distribution.value
     prefix = CROSS_PREFIX if cross else ""
     feats = Path(root) / f"{dataset}_feats" / dist_dir / task
     probs = Path(root) / f"{dataset}_probs" / dist_dir / task
@@ -155,23 +150,15 @@ def _load_vector(path: Path) -> np.ndarray:
 
 
 def load_shipped(
-    root: Path,
-    dataset: str,
-    distribution: str,
-    alignment: str,
-    task: str,
-    num_classes: int,
-    proto_dim: int | None = None,
-    split: str = "train",
+    root: Path, data: DataSetting, proto_dim: int | None = None, split: str = "train"
 ) -> Prototypes:
     """Read the reference's shipped prototypes and train prior; values are kept in float64 and
     cast to float32 when handed to the model (as the reference's loader does)."""
     root = Path(root)
     if not root.is_dir():
         raise ConfigError(f"cider_prototypes directory not found: {root}")
-    proto_paths, prior_path = shipped_paths(
-        root, dataset, distribution, alignment, task, num_classes, split
-    )
+    proto_paths, prior_path = shipped_paths(root, data, split)
+    num_classes = len(proto_paths)
     means = np.stack([_load_vector(p).astype(np.float64) for p in proto_paths])
     prior = _load_vector(prior_path).astype(np.float32).astype(np.float64)
     if prior.shape != (num_classes,):

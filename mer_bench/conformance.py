@@ -28,6 +28,7 @@ from mer_bench.protocol import (
     Dataset,
     DataSetting,
     Distribution,
+    MaskRng,
     Mode,
     Task,
 )
@@ -247,7 +248,7 @@ def _checks_for(
             if mode.aligned_only and alignment is not Alignment.ALIGNED:
                 continue
             cell = Cell(setting, mode, None, "T") if mode is Mode.SMM else Cell(setting, mode, 0.5)
-            keep = cell_keep(data, cell, seed=3, mask_rng="per-sample")
+            keep = cell_keep(data, cell, seed=3, mask_rng=MaskRng.PER_SAMPLE)
             scores = _scores(adapter, _view(data, keep, 16))
             if not np.isfinite(scores).all():
                 raise AssertionError(f"non-finite scores under {cell.label}")

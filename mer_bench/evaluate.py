@@ -6,10 +6,10 @@ raw outputs into scores under the adapter's knobs (CIDer's τ). Three selections
 whenever an adapter has knobs, and all are stored:
 
 - ``valid``: the knob maximising the task's selection metric on the validation split under the
-  same cell, applied to test (the default, DESIGN.md §4);
+  same cell, applied to test (the default, docs/architecture.md);
 - ``default``: the knob value that means "no adjustment" (τ = 0);
 - ``test-oracle``: each metric maximised over the knob on test labels (the paper's protocol,
-  CIDER.md Q-3), labelled as such everywhere.
+  docs/cider.md, Q-3), labelled as such everywhere.
 
 Models without knobs get one selection, ``none``.
 """
@@ -27,15 +27,14 @@ import torch
 
 from mer_bench.adapters import Adapter
 from mer_bench.batch import KeepMasks, SplitTensors
-from mer_bench.metrics import LOWER_IS_BETTER, compute_metrics, select_knob
+from mer_bench.metrics import best_value, compute_metrics, oracle_per_metric, select_knob
 from mer_bench.missing import split_keep_masks
-from mer_bench.protocol import Cell
+from mer_bench.protocol import Cell, MaskRng, Precision, TauSelection, parse_enum
 
 SELECTION_NONE = "none"
-SELECTION_VALID = "valid"
+SELECTION_VALID = TauSelection.VALID.value
 SELECTION_DEFAULT = "default"
-SELECTION_ORACLE = "test-oracle"
-TAU_SELECTIONS = (SELECTION_VALID, SELECTION_ORACLE)
+SELECTION_ORACLE = TauSelection.TEST_ORACLE.value
 
 
 def complete_view_keep(data: SplitTensors) -> KeepMasks:
@@ -51,7 +50,7 @@ def complete_view_keep(data: SplitTensors) -> KeepMasks:
     )
 
 
-def cell_keep(data: SplitTensors, cell: Cell, seed: int, mask_rng: str) -> KeepMasks:
+def cell_keep(data: SplitTensors, cell: Cell, seed: int, mask_rng: MaskRng | str) -> KeepMasks:
     """The split's keep-masks for a cell (a pure function of seed, mode, sample, rate)."""
     split = data.split
     return split_keep_masks(
@@ -68,9 +67,9 @@ def cell_keep(data: SplitTensors, cell: Cell, seed: int, mask_rng: str) -> KeepM
     )
 
 
-def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+def autocast(device: torch.device, precision: Precision | str) -> contextlib.AbstractContextManager:
     """bf16 autocast on CUDA when asked; a no-op otherwise (CPU is the tested path)."""
-    if precision == "bf16" and device.type == "cuda":
+    if parse_enum(Precision, precision, "precision") is Precision.BF16 and device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
@@ -81,7 +80,7 @@ def predict_split(
     keep: KeepMasks | None,
     batch_size: int,
     device: torch.device,
-    precision: str = "fp32",
+    precision: Precision | str = Precision.FP32,
 ) -> dict[str, np.ndarray]:
     """Run ``adapter.predict`` over a split in order (unshuffled; CIDer Q-5 depends on it)."""
     adapter.model.eval()
@@ -174,10 +173,16 @@ class CellEvaluation:
     labels: np.ndarray
 
 
-def _best_knob(table: list[tuple[dict, dict[str, float]]], metric: str) -> int:
-    """Index of the best candidate; ties keep the earliest (the grid starts at 'no adjustment')."""
-    by_index = {i: metrics for i, (_, metrics) in enumerate(table)}
-    return int(select_knob(by_index, metric, higher_is_better=metric not in LOWER_IS_BETTER))
+def best_knob_score(
+    adapter: Adapter, outputs: Mapping[str, np.ndarray], labels: np.ndarray
+) -> float:
+    """The task's selection metric at the best post-hoc knob (``nan`` ignored): what early
+    stopping and tuning compare."""
+    metric = adapter.ctx.task.info.selection_metric
+    return best_value(
+        (score_metrics(adapter, outputs, labels, k)[metric] for k in knob_candidates(adapter)),
+        metric,
+    )
 
 
 def evaluate_cell(
@@ -189,12 +194,15 @@ def evaluate_cell(
     *,
     batch_size: int,
     device: torch.device,
-    mask_rng: str = "per-sample",
-    tau_selection: str = SELECTION_VALID,
-    precision: str = "fp32",
+    mask_rng: MaskRng | str = MaskRng.PER_SAMPLE,
+    tau_selection: TauSelection | str = TauSelection.VALID,
+    precision: Precision | str = Precision.FP32,
     cache: PredictionCache | None = None,
 ) -> CellEvaluation:
-    """Evaluate one cell on test; select knobs on validation under the same cell."""
+    """Evaluate one cell on test; select knobs on validation under the same cell.
+
+    ``tau_selection`` names the headline selection; an unknown value is an error."""
+    primary = parse_enum(TauSelection, tau_selection, "tau selection").value
     task = adapter.ctx.task
     labels = test.split.labels(task)
     cache = cache or PredictionCache()
@@ -214,36 +222,29 @@ def evaluate_cell(
         return CellEvaluation(cell, {SELECTION_NONE: only}, SELECTION_NONE, labels)
 
     metric = task.info.selection_metric
-    test_table = []
-    test_scores = []
-    for knobs in candidates:
-        scores = adapter.scores(test_out, knobs)
-        test_scores.append(scores)
-        test_table.append((knobs, compute_metrics(task, scores, labels)))
+    test_scores = [adapter.scores(test_out, knobs) for knobs in candidates]
+    test_table = {i: compute_metrics(task, scores, labels) for i, scores in enumerate(test_scores)}
 
     valid_out = outputs("valid", valid)
     valid_labels = valid.split.labels(task)
-    valid_table = [
-        (knobs, score_metrics(adapter, valid_out, valid_labels, knobs)) for knobs in candidates
-    ]
-    v = _best_knob(valid_table, metric)
+    # Candidates by index: ties go to the earliest, and the grid starts at "no adjustment".
+    valid_table = {
+        i: score_metrics(adapter, valid_out, valid_labels, knobs)
+        for i, knobs in enumerate(candidates)
+    }
+    v = select_knob(valid_table, metric)
     selections = {
-        SELECTION_VALID: Selection(SELECTION_VALID, candidates[v], test_table[v][1], test_scores[v])
+        SELECTION_VALID: Selection(SELECTION_VALID, candidates[v], test_table[v], test_scores[v])
     }
     default = dict(adapter.default_knobs)
     d = candidates.index(default) if default in candidates else 0
     selections[SELECTION_DEFAULT] = Selection(
-        SELECTION_DEFAULT, candidates[d], test_table[d][1], test_scores[d]
+        SELECTION_DEFAULT, candidates[d], test_table[d], test_scores[d]
     )
-    oracle_metrics: dict[str, float] = {}
-    per_metric: dict[str, dict[str, float]] = {}
-    for name in task.info.metrics:
-        i = _best_knob(test_table, name)
-        oracle_metrics[name] = test_table[i][1][name]
-        per_metric[name] = candidates[i]
-    o = _best_knob(test_table, metric)
+    oracle_metrics, chosen = oracle_per_metric(test_table, task)
+    per_metric = {name: candidates[i] for name, i in chosen.items()}
+    o = select_knob(test_table, metric)
     selections[SELECTION_ORACLE] = Selection(
         SELECTION_ORACLE, candidates[o], oracle_metrics, test_scores[o], per_metric
     )
-    primary = tau_selection if tau_selection in TAU_SELECTIONS else SELECTION_VALID
     return CellEvaluation(cell, selections, primary, labels)

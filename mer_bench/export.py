@@ -1,4 +1,5 @@
-"""``export``: results and per-sample predictions as flat tables with stable columns (DESIGN.md §6)."""
+"""``export``: results and per-sample predictions as flat tables with stable columns
+(docs/architecture.md, Exports)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from mer_bench.errors import ConfigError
-from mer_bench.protocol import TASK_INFO
+from mer_bench.protocol import TASK_INFO, Cell
 from mer_bench.store import ResultsStore
 
 KEY_COLUMNS = (
@@ -72,8 +73,7 @@ def predictions_frame(store: ResultsStore) -> pd.DataFrame:
         if pred is None:
             continue
         index, labels, scores = pred
-        data_id = "/".join(row.cell_id.split("/")[:4])
-        ids = store.sample_ids(data_id, "test")
+        ids = store.sample_ids(Cell.parse(row.cell_id).data.id, "test")
         part = pd.DataFrame(
             {k: getattr(row, k if k != "cell" else "cell_id") for k in KEY_COLUMNS},
             index=range(len(index)),

@@ -1,9 +1,9 @@
 """Per-cell metrics, AUILC, seed aggregation and post-hoc knob selection.
 
-Definitions follow ``reference/DATA.md`` (MMSA ``metricsTop`` for regression outputs, CIDer's
-classification metrics) and ``reference/CIDER.md`` §11.2–11.4. Every accuracy and F1 is a fraction
-in [0, 1]; every F1 is sklearn's ``f1_score(average="weighted")``, re-implemented here with numpy so
-that sklearn is not a dependency. Metric names are the export column names of DESIGN.md §6 and
+Definitions follow MMSA's ``metricsTop`` for regression outputs and CIDer's classification
+metrics (docs/architecture.md, docs/cider.md). Every accuracy and F1 is a fraction in [0, 1]; every
+F1 is sklearn's ``f1_score(average="weighted")``, re-implemented here with numpy so that sklearn is
+not a dependency. Metric names are the export column names (docs/architecture.md, Exports) and
 ``TASK_INFO[task].metrics``.
 
 A metric whose sample subset is empty (Non0 on a split whose truths are all neutral) is ``nan``;
@@ -13,10 +13,11 @@ an empty split is an error.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from functools import partial
+from typing import TypeVar
 
 import numpy as np
 
@@ -24,19 +25,11 @@ from mer_bench.errors import AdapterError, ConfigError, DataError, ProtocolError
 from mer_bench.protocol import RATES, TASK_INFO, Task
 
 LOWER_IS_BETTER: frozenset[str] = frozenset({"mae"})
-"""Metrics where smaller is better; every other metric is maximised."""
+"""Metrics where smaller is better; every other metric is maximised. The one record of metric
+direction: checkpoint selection, knob selection, tuning, tables and plots all ask
+:func:`higher_is_better`."""
 
 _NEG, _NEU, _POS = 0, 1, 2
-
-
-def tau_grid() -> tuple[float, ...]:
-    """CIDer's 31 counterfactual weights τ = 0.0, 0.1, …, 3.0 (CIDER.md §11.2).
-
-    The values are exact one-decimal floats (``round(k / 10, 1)``). The reference built the grid
-    with ``np.arange(0, 3.1, 0.1)``, which yields 0.30000000000000004 and the like; that differs
-    from these values by float noise only and does not change which τ an argmax picks beyond it.
-    """
-    return tuple(round(k / 10, 1) for k in range(31))
 
 
 # --------------------------------------------------------------------------------- primitives
@@ -109,7 +102,7 @@ def _integer_labels(labels: np.ndarray, num_classes: int, task: Task) -> np.ndar
     valid = f"{task.value} labels must be integers in 0..{num_classes - 1}"
     if raw.dtype.kind not in "biuf":
         raise DataError(f"{valid}; got dtype {raw.dtype}")
-    # Some MMSA files store class labels as floats (reference/DATA.md); accept exact integers.
+    # Some MMSA files store class labels as floats (docs/architecture.md, Data); accept exact integers.
     if raw.dtype.kind == "f" and not (
         np.isfinite(raw).all() and np.array_equal(raw, np.round(raw))
     ):
@@ -124,7 +117,7 @@ def _integer_labels(labels: np.ndarray, num_classes: int, task: Task) -> np.ndar
 
 
 def classification_metrics(task: Task, scores: np.ndarray, labels: np.ndarray) -> dict[str, float]:
-    """Metrics of per-class scores against class labels (CIDER.md §11.3).
+    """Metrics of per-class scores against class labels (docs/cider.md).
 
     binary (scores (N, 3) over neg/neu/pos, labels 0/1/2):
 
@@ -169,7 +162,7 @@ def _pearson(x: np.ndarray, y: np.ndarray) -> float:
 
 
 def regression_metrics(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
-    """MMSA ``metricsTop`` for regression outputs p against truths t (reference/DATA.md).
+    """MMSA ``metricsTop`` for regression outputs p against truths t (docs/architecture.md, Data).
 
     - ``mae``: mean |p − t|.
     - ``corr``: Pearson correlation of p and t. When either side is constant the correlation is
@@ -239,7 +232,7 @@ def compute_metrics(task: Task, scores: np.ndarray, labels: np.ndarray) -> dict[
 
 
 def auilc(values: Sequence[float], rates: Sequence[float] = RATES) -> float:
-    """Area under the metric-vs-missing-rate curve, trapezoid rule (CIDER.md §11.4).
+    """Area under the metric-vs-missing-rate curve, trapezoid rule (docs/cider.md).
 
     With the default 11 rates 0.0 … 1.0 the area equals the mean height of the curve, so it is on
     the metric's own scale. A ``nan`` value makes the area ``nan``.
@@ -328,46 +321,78 @@ def mean_sd(values: Sequence[float]) -> tuple[float, float]:
     return mean, sd
 
 
+# --------------------------------------------------------------------------------- direction
+
+
+def higher_is_better(metric: str) -> bool:
+    """Whether larger values of ``metric`` are better (all but ``mae``)."""
+    return metric not in LOWER_IS_BETTER
+
+
+def worst_value(metric: str) -> float:
+    """A value every real value of ``metric`` beats (-inf, or +inf for lower-is-better)."""
+    return -math.inf if higher_is_better(metric) else math.inf
+
+
+def improves(new: float, old: float, metric: str) -> bool:
+    """Whether ``new`` is strictly better than ``old`` on ``metric`` (``nan`` never is)."""
+    return new > old if higher_is_better(metric) else new < old
+
+
+def best_value(values: Iterable[float], metric: str) -> float:
+    """The best of ``values`` on ``metric``, ignoring ``nan``; :func:`worst_value` if none."""
+    finite = [v for v in values if not math.isnan(v)]
+    if not finite:
+        return worst_value(metric)
+    return max(finite) if higher_is_better(metric) else min(finite)
+
+
 # --------------------------------------------------------------------------------- knobs
+
+K = TypeVar("K", bound=float)
 
 
 def select_knob(
-    candidates: Mapping[float, dict[str, float]], metric: str, higher_is_better: bool
-) -> float:
-    """The knob value (e.g. CIDer's τ) whose metrics are best on ``metric``.
+    candidates: Mapping[K, Mapping[str, float]],
+    metric: str,
+    maximise: bool | None = None,
+) -> K:
+    """The knob value (e.g. CIDer's τ, or a candidate's index) whose metrics are best on ``metric``.
 
-    Ties go to the smallest knob value, so with τ the unadjusted τ = 0 wins unless a larger τ
-    strictly helps. ``nan`` values never win; if every value is ``nan`` the smallest knob is
-    returned.
+    The direction is the metric's (:func:`higher_is_better`) unless ``maximise`` is given. Ties go
+    to the smallest knob value, so with τ the unadjusted τ = 0 wins unless a larger τ strictly helps.
+    ``nan`` values never win; if every value is ``nan`` the smallest knob is returned.
     """
     if not candidates:
         raise ConfigError("no knob candidates to select from")
+    if maximise is None:
+        maximise = higher_is_better(metric)
     knobs = sorted(candidates)
     missing = [k for k in knobs if metric not in candidates[k]]
     if missing:
         available = ", ".join(sorted(candidates[missing[0]]))
         raise ConfigError(f"metric {metric!r} is not among the candidate metrics ({available})")
     values = np.array([candidates[k][metric] for k in knobs], dtype=np.float64)
-    if not higher_is_better:
+    if not maximise:
         values = -values
     # np.argmax returns the first maximum, i.e. the smallest knob among ties.
     return knobs[int(np.argmax(np.nan_to_num(values, nan=-np.inf)))]
 
 
 def oracle_per_metric(
-    candidates: Mapping[float, dict[str, float]], task: Task
-) -> tuple[dict[str, float], dict[str, float]]:
+    candidates: Mapping[K, Mapping[str, float]], task: Task
+) -> tuple[dict[str, float], dict[str, K]]:
     """The paper's test-oracle protocol: each metric optimised over the knob independently.
 
-    This tunes on test labels and different metrics may use different knob values
-    (reference/CIDER.md §12, Q-3); results from it must be labelled ``test-oracle``. Each metric of
-    ``TASK_INFO[task].metrics`` is maximised (minimised for ``mae``), ties to the smallest knob.
-    Returns (best value per metric, knob chosen per metric).
+    This tunes on test labels and different metrics may use different knob values (a quirk of
+    the reference protocol, see docs/cider.md); results from it must be labelled
+    ``test-oracle``. Each metric of ``TASK_INFO[task].metrics`` is optimised in its direction,
+    ties to the smallest knob. Returns (best value per metric, knob chosen per metric).
     """
     best: dict[str, float] = {}
-    chosen: dict[str, float] = {}
+    chosen: dict[str, K] = {}
     for name in TASK_INFO[task].metrics:
-        knob = select_knob(candidates, name, higher_is_better=name not in LOWER_IS_BETTER)
+        knob = select_knob(candidates, name)
         chosen[name] = knob
         best[name] = candidates[knob][name]
     return best, chosen

@@ -1,4 +1,4 @@
-"""Missing-data keep-masks: which time steps of which modality a cell hides (DESIGN.md §3).
+"""Missing-data keep-masks: which time steps of which modality a cell hides (docs/architecture.md).
 
 Keep-masks are bool, 1 = valid AND kept; padding is never kept, and the text's [CLS] (position 0)
 and last valid token ([SEP]) are never dropped, whatever the mode.
@@ -16,7 +16,7 @@ Two random-number schemes:
     fixed fraction of the admissible range, so a longer block covers the shorter one).
 
 ``reference``
-    The reference's legacy NumPy draws for a whole split, bit for bit (CIDER.md §9.1/§9.3): a
+    The reference's legacy NumPy draws for a whole split, bit for bit (docs/cider.md): a
     private ``RandomState(seed)`` (the same stream as ``np.random.seed(seed)``, without touching
     the global state), drawn in the reference's order and shapes.
 """
@@ -38,7 +38,7 @@ import torch
 from mer_bench.batch import KeepMasks
 from mer_bench.data.types import UNK_ID, Split
 from mer_bench.errors import ConfigError, DataError, ProtocolError
-from mer_bench.protocol import Mode, canonical_condition
+from mer_bench.protocol import MaskRng, Mode, canonical_condition, parse_enum
 
 __all__ = [
     "MASK_RNGS",
@@ -52,7 +52,7 @@ __all__ = [
     "write_masks_npz",
 ]
 
-MASK_RNGS: tuple[str, ...] = ("per-sample", "reference")
+MASK_RNGS: tuple[str, ...] = tuple(m.value for m in MaskRng)
 """Values of ``--mask-rng``."""
 
 # ----------------------------------------------------------------------------- hashing
@@ -200,9 +200,8 @@ def _check_aligned_shapes(mode: Mode, n: int, l_a: int, l_v: int) -> None:
         )
 
 
-def _check_rng(rng: str) -> None:
-    if rng not in MASK_RNGS:
-        raise ProtocolError(f"invalid mask rng {rng!r}; valid: {', '.join(MASK_RNGS)}")
+def _check_rng(rng: MaskRng | str) -> MaskRng:
+    return parse_enum(MaskRng, rng, "mask rng")
 
 
 # ----------------------------------------------------------------------------- common
@@ -231,7 +230,7 @@ class _Inputs:
     ) -> _Inputs:
         # .to(bool) is free on bool input, unlike != 0 (which promotes)
         text = text_mask.to(torch.bool)
-        # Leading run of ones = first zero of the mask with a 0 column appended (CIDER.md §9.1).
+        # Leading run of ones = first zero of the mask with a 0 column appended (docs/cider.md).
         text_len = text.to(torch.int64).cumprod(dim=1).sum(dim=1)
         return cls(
             index=index.to(device=text_mask.device, dtype=torch.int64),
@@ -287,7 +286,7 @@ def _finalize(raw: _PerModality | _Shared, inp: _Inputs) -> KeepMasks:
 
 
 def _condition_rates(condition: str) -> tuple[float, float, float]:
-    """SMM as RMFM_same rates: 0 for a kept modality, 1 for a dropped one (CIDER.md §9.3)."""
+    """SMM as RMFM_same rates: 0 for a kept modality, 1 for a dropped one (docs/cider.md)."""
     t, a, v = (0.0 if m in condition else 1.0 for m in "TAV")
     return t, a, v
 
@@ -591,7 +590,7 @@ def split_keep_masks(
     vision_lengths: np.ndarray,
     audio_len: int,
     vision_len: int,
-    rng: str = "per-sample",
+    rng: MaskRng | str = MaskRng.PER_SAMPLE,
 ) -> KeepMasks:
     """Keep-masks of a whole split (CPU bool tensors), for caching per cell.
 
@@ -599,7 +598,7 @@ def split_keep_masks(
     reproduces the reference's NumPy draws for the split bit for bit.
     """
     mode, r, cond = _check_cell(mode, rate, condition)
-    _check_rng(rng)
+    rng = _check_rng(rng)
     text_mask = np.asarray(text_mask)
     if text_mask.ndim != 2:
         raise DataError(f"text mask must be (N, n); got shape {text_mask.shape}")
@@ -622,7 +621,7 @@ def split_keep_masks(
     vision_mask = steps_v.unsqueeze(0) < lengths[1].unsqueeze(1)
     index = torch.arange(n_samples, dtype=torch.int64)
     text_t = torch.from_numpy(text_mask)
-    if rng == "per-sample":
+    if rng is MaskRng.PER_SAMPLE:
         return cell_keep_masks(
             mode,
             rate=rate,
@@ -649,9 +648,9 @@ def split_mask_arrays(
     rate: float | None,
     condition: str | None,
     seed: int,
-    rng: str = "per-sample",
+    rng: MaskRng | str = MaskRng.PER_SAMPLE,
 ) -> dict[str, np.ndarray]:
-    """The arrays ``python -m mer_bench masks`` writes (DESIGN.md §6).
+    """The arrays ``python -m mer_bench masks`` writes (README, "Commands").
 
     Masks are uint8 (N, L) (``*_input_mask``: 1 = valid; ``*_keep``: 1 = valid and kept);
     ``text_ids`` / ``text_ids_missing`` are int64 token ids before / after masking (dropped

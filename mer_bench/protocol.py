@@ -13,9 +13,10 @@ e.g. ``distribution=ood,alignment=unaligned,mode=RMFM|RMM,rate=0.0|0.5``; ``all`
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import ClassVar, TypeVar
 
 from mer_bench.errors import ProtocolError
 
@@ -50,8 +51,8 @@ class TaskInfo:
     num_classes: int | None
     """Number of output classes; ``None`` for regression."""
     selection_metric: str
-    """Validation metric used for early stopping and post-hoc knob selection."""
-    higher_is_better: bool
+    """Validation metric used for early stopping and post-hoc knob selection (its direction:
+    ``mer_bench.metrics.higher_is_better``)."""
     metrics: tuple[str, ...]
     """Metrics stored for every cell (export column names)."""
     curve_metrics: tuple[str, ...]
@@ -74,21 +75,18 @@ TASK_INFO: dict[Task, TaskInfo] = {
     Task.BINARY: TaskInfo(
         num_classes=3,
         selection_metric="non0_acc2",
-        higher_is_better=True,
         metrics=("has0_acc2", "has0_f1", "non0_acc2", "non0_f1", "acc3", "f1_3"),
         curve_metrics=("non0_acc2", "non0_f1"),
     ),
     Task.SEVEN: TaskInfo(
         num_classes=7,
         selection_metric="acc7",
-        higher_is_better=True,
         metrics=("acc7", "f1_7"),
         curve_metrics=("acc7",),
     ),
     Task.REGRESSION: TaskInfo(
         num_classes=None,
         selection_metric="mae",
-        higher_is_better=False,
         metrics=(
             "has0_acc2",
             "has0_f1",
@@ -106,7 +104,7 @@ TASK_INFO: dict[Task, TaskInfo] = {
 
 
 class Mode(str, Enum):
-    """How data goes missing at evaluation (DESIGN.md §3)."""
+    """How data goes missing at evaluation (docs/architecture.md)."""
 
     RMFM = "RMFM"
     RMFM_SAME = "RMFM_same"
@@ -166,11 +164,28 @@ class DataSetting:
         if self.distribution is Distribution.CROSS and self.alignment is not Alignment.ALIGNED:
             raise ProtocolError("cross-dataset settings exist only for aligned data")
 
+    AXES: ClassVar[tuple[str, ...]] = ("dataset", "distribution", "alignment", "task")
+    """The axes in id order (also the store's and exports' column names)."""
+
+    def values(self) -> tuple[str, str, str, str]:
+        """The axes' values in id order: ``("mosi", "iid", "aligned", "binary")``."""
+        return (self.dataset.value, self.distribution.value, self.alignment.value, self.task.value)
+
+    def as_dict(self) -> dict[str, str]:
+        """Axis name → value, e.g. for a JSON record."""
+        return dict(zip(self.AXES, self.values()))
+
     @property
     def id(self) -> str:
-        return "/".join(
-            (self.dataset.value, self.distribution.value, self.alignment.value, self.task.value)
-        )
+        return "/".join(self.values())
+
+    @classmethod
+    def from_dict(cls, axes: Mapping[str, str]) -> DataSetting:
+        """The inverse of :meth:`as_dict`."""
+        missing = [a for a in cls.AXES if a not in axes]
+        if missing:
+            raise ProtocolError(f"data setting {dict(axes)!r} lacks {', '.join(missing)}")
+        return cls.parse("/".join(str(axes[a]) for a in cls.AXES))
 
     @classmethod
     def parse(cls, text: str) -> DataSetting:
@@ -344,7 +359,50 @@ class Cell:
         return cls(data, parse_enum(Mode, mode_text, "mode"), canonical_rate(rate_text))
 
 
-def parse_enum(enum: type[Enum], text: str, axis: str) -> Enum:
+# --------------------------------------------------------------------------------- run options
+# How a run evaluates, beside what it evaluates. String-valued, so that stored and exported
+# values ("valid", "per-sample", ...) are the members' values; format them with ``.value``.
+
+
+class TauSelection(str, Enum):
+    """Which post-hoc knob selection is a run's headline (every selection is stored anyway)."""
+
+    VALID = "valid"
+    """Chosen on the validation split under the same cell (honest; the default)."""
+    TEST_ORACLE = "test-oracle"
+    """Each metric at its best knob on test labels (the paper's protocol; labelled as such)."""
+
+
+class MaskRng(str, Enum):
+    """How missing-data masks are drawn."""
+
+    PER_SAMPLE = "per-sample"
+    """A pure function of (seed, mode, sample index, rate): batch-, order- and device-free."""
+    REFERENCE = "reference"
+    """The reference implementation's NumPy draws over the whole split, bit for bit."""
+
+
+class Precision(str, Enum):
+    FP32 = "fp32"
+    BF16 = "bf16"
+    """bf16 autocast on CUDA (fp32 elsewhere)."""
+
+
+class Executor(str, Enum):
+    """Where independent training settings run."""
+
+    LOCAL = "local"
+    """This machine: in-process, or ``--jobs`` worker processes."""
+    RAY = "ray"
+    """A Ray cluster (the ``ray`` extra)."""
+
+
+E = TypeVar("E", bound=Enum)
+
+
+def parse_enum(enum: type[E], text: str, axis: str) -> E:
+    """The member of ``enum`` named by ``text`` (its value, any case); an unknown value is a
+    ``ProtocolError`` listing the valid ones."""
     for member in enum:
         if member.value.lower() == text.strip().lower():
             return member

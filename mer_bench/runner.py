@@ -28,6 +28,7 @@ from mer_bench import __version__
 from mer_bench.adapters import Adapter, AdapterContext, get_adapter
 from mer_bench.batch import SplitTensors
 from mer_bench.corruption import for_regime
+from mer_bench.data.loaders import check_plan_data
 from mer_bench.errors import ConfigError, MerBenchError
 from mer_bench.evaluate import PredictionCache, evaluate_cell
 from mer_bench.protocol import (
@@ -35,10 +36,15 @@ from mer_bench.protocol import (
     Cell,
     Dataset,
     DataSetting,
+    Executor,
+    MaskRng,
+    Precision,
     Regime,
     Selector,
+    TauSelection,
     TrainingRegime,
     TrainingSetting,
+    parse_enum,
     select_cells,
 )
 from mer_bench.store import CellRow, ResultsStore
@@ -59,11 +65,11 @@ class RunOptions:
     device: str = "auto"
     out: str = "results"
     text_encoder: str | None = None
-    tau_selection: str = "valid"
-    mask_rng: str = "per-sample"
-    precision: str = "fp32"
+    tau_selection: TauSelection = TauSelection.VALID
+    mask_rng: MaskRng = MaskRng.PER_SAMPLE
+    precision: Precision = Precision.FP32
     jobs: int = 1
-    executor: str = "local"
+    executor: Executor = Executor.LOCAL
     ray_address: str | None = None
     overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Per-model parameter overrides (``--set``/``--params``)."""
@@ -76,6 +82,18 @@ class RunOptions:
     """Per-model preset chosen with ``--preset`` (default: by dataset)."""
     suite: str | None = None
     """The protocol suite this run belongs to (``--suite``), recorded in the store."""
+
+    def __post_init__(self) -> None:
+        # Strings are accepted (Python callers, old pickles) and checked here, once: an unknown
+        # value is an error before anything runs, never a silent fallback.
+        for name, enum in (
+            ("tau_selection", TauSelection),
+            ("mask_rng", MaskRng),
+            ("precision", Precision),
+            ("executor", Executor),
+        ):
+            value = parse_enum(enum, getattr(self, name), name.replace("_", " "))
+            object.__setattr__(self, name, value)
 
 
 @dataclass(frozen=True)
@@ -197,7 +215,7 @@ def config_hash(setting: TrainingSetting, params: dict, opts: RunOptions) -> str
         "text_encoder": opts.text_encoder,
         "options": {k: str(v) for k, v in sorted(opts.options.items())},
         "protocol": PROTOCOL_VERSION,
-        "precision": opts.precision,
+        "precision": opts.precision.value,
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -416,7 +434,7 @@ def persist(
         setting,
         event.cell,
         event.rows,
-        mask_rng=opts.mask_rng,
+        mask_rng=opts.mask_rng.value,
         wall_seconds=event.wall_seconds,
         device=event.device,
         versions=versions(),
@@ -457,13 +475,15 @@ def _worker(sp: SettingPlan, opts: RunOptions) -> SettingOutcome:
 def execute(
     plans: Sequence[SettingPlan], opts: RunOptions, hooks: Hooks | None = None
 ) -> list[SettingOutcome]:
-    """Run every planned setting with the chosen executor."""
-    executors: dict[str, Callable[..., list[SettingOutcome]]] = {
-        "local": _execute_local,
-        "ray": _execute_ray,
+    """Run every planned setting with the chosen executor.
+
+    Every data file of the whole plan is located and validated first: a missing or invalid file
+    stops the run before the first setting trains (and before the store is created)."""
+    check_plan_data((p.setting.data for p in plans), opts.data_root)
+    executors: dict[Executor, Callable[..., list[SettingOutcome]]] = {
+        Executor.LOCAL: _execute_local,
+        Executor.RAY: _execute_ray,
     }
-    if opts.executor not in executors:
-        raise ConfigError(f"invalid executor {opts.executor!r}; valid: {', '.join(executors)}")
     if opts.suite is not None:
         with ResultsStore(opts.out) as store:
             store.record_suite(opts.suite)

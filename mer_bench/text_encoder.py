@@ -8,6 +8,7 @@ benchmark and the tests use.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import torch
@@ -30,6 +31,26 @@ TINY_BERT = {
 BERT_BASE_SHAPE = "random:bert-base-uncased"
 """A randomly initialised encoder with bert-base-uncased's shapes (12 × 768): for describing
 parameter counts and state dicts of real-data configurations without weights."""
+
+
+THIRD_PARTY_QUIET_ENV: dict[str, str] = {
+    "TRANSFORMERS_VERBOSITY": "error",
+    "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1",
+    "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+}
+"""Environment that keeps transformers / huggingface_hub to errors only, without progress bars;
+inherited by worker processes, which import transformers afresh."""
+
+
+def quiet_third_party() -> None:
+    """Silence transformers' warnings and progress bars (here and in worker processes started
+    from now on); the harness's own progress display is unaffected. ``run``/``tune`` call this
+    unless ``--verbose``."""
+    os.environ.update(THIRD_PARTY_QUIET_ENV)
+    from transformers.utils import logging as hf_logging  # lazy, like every transformers use here
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
 
 
 def build_text_encoder(path: str | Path | None, **tiny_overrides: int | float):

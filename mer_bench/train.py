@@ -2,13 +2,12 @@
 
 The adapter owns its loss and optimiser steps (``Adapter.train_step``); this loop owns the data
 order, the seeds, the device, the validation metric and the patience counter. Selection uses the
-*validation* split only (the honest default, DESIGN.md §4): the metric is the task's selection
+*validation* split only (the honest default, docs/architecture.md): the metric is the task's selection
 metric under the complete view, taken at the best post-hoc knob on validation (e.g. CIDer's τ).
 """
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -21,11 +20,12 @@ from mer_bench.corruption import TrainCorruption
 from mer_bench.data.types import DatasetBundle
 from mer_bench.evaluate import (
     autocast,
+    best_knob_score,
     complete_view_keep,
-    knob_candidates,
     predict_split,
-    score_metrics,
 )
+from mer_bench.metrics import improves, worst_value
+from mer_bench.protocol import Precision
 
 
 @dataclass(frozen=True)
@@ -36,8 +36,8 @@ class FitConfig:
     patience: int
     batch_size: int
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
-    precision: str = "fp32"
-    """``fp32`` or ``bf16`` (autocast, CUDA only)."""
+    precision: Precision = Precision.FP32
+    """bf16 means autocast, on CUDA only."""
 
 
 @dataclass
@@ -73,15 +73,7 @@ def valid_selection_metric(
     task = adapter.ctx.task
     keep = complete_view_keep(valid)
     outputs = predict_split(adapter, valid, keep, cfg.batch_size, cfg.device, cfg.precision)
-    labels = valid.split.labels(task)
-    metric = task.info.selection_metric
-    values = [
-        score_metrics(adapter, outputs, labels, knobs)[metric] for knobs in knob_candidates(adapter)
-    ]
-    values = [v for v in values if not math.isnan(v)]
-    if not values:
-        return -math.inf if task.info.higher_is_better else math.inf
-    return max(values) if task.info.higher_is_better else min(values)
+    return best_knob_score(adapter, outputs, valid.split.labels(task))
 
 
 def fit(
@@ -100,14 +92,14 @@ def fit(
     if corruption is None:
         corruption = adapter.training_corruption() or TrainCorruption.none()
     task = adapter.ctx.task
-    higher = task.info.higher_is_better
+    selection_metric = task.info.selection_metric
     train = SplitTensors(bundle.train, task)
     valid = SplitTensors(bundle.valid, task)
     shuffle_gen = torch.Generator().manual_seed(seed)
     aug_gen = torch.Generator(device=cfg.device).manual_seed(seed + 1)
 
     start = time.perf_counter()
-    best = -math.inf if higher else math.inf
+    best = worst_value(selection_metric)
     best_epoch = 0
     best_state = adapter.checkpoint_state()
     patience = cfg.patience
@@ -128,8 +120,7 @@ def fit(
         history.append(record)
         if on_epoch is not None:
             on_epoch(record)
-        improved = metric > best if higher else metric < best
-        if improved:
+        if improves(metric, best, selection_metric):
             best, best_epoch = metric, epoch
             best_state = adapter.checkpoint_state()
             patience = cfg.patience

@@ -5,7 +5,7 @@ adapter's declared ``search_space`` (TPE), trains with the harness's ``fit`` (ea
 validation) and returns the task's selection metric on the **validation** split: under the
 complete view (``objective="complete"``), or averaged over an RMFM sweep of the validation split
 (``objective="robust"``). The test split is loaded sealed (``load_bundle(test=False)``): any
-read raises, so tuning cannot select on test the way the reference did (CIDER.md Q-2).
+read raises, so tuning cannot select on test the way the reference did (docs/cider.md, Q-2).
 
 Pruning: the median pruner compares each epoch's complete-view validation metric with the other
 trials' values at the same epoch. Storage: any SQLAlchemy URL; a SQLite file under ``--out`` by
@@ -18,7 +18,6 @@ and re-queued with the same parameters.
 from __future__ import annotations
 
 import json
-import math
 import os
 import socket
 import time
@@ -40,17 +39,21 @@ from mer_bench.adapters import Adapter, AdapterContext, SearchDim, get_adapter
 from mer_bench.batch import KeepMasks, SplitTensors
 from mer_bench.data.types import DatasetBundle
 from mer_bench.errors import ConfigError, MerBenchError
-from mer_bench.evaluate import cell_keep, knob_candidates, predict_split, score_metrics
+from mer_bench.evaluate import best_knob_score, cell_keep, predict_split
+from mer_bench.metrics import higher_is_better
 from mer_bench.protocol import (
     RATES,
     Cell,
     Dataset,
     DataSetting,
+    MaskRng,
     Mode,
+    Precision,
     Selector,
     Task,
     canonical_rate,
     data_settings,
+    parse_enum,
 )
 from mer_bench.runner import preset_name, resolve_device, seed_everything
 from mer_bench.train import EpochRecord, FitConfig, fit
@@ -85,9 +88,9 @@ class TuneOptions:
     objective: str = "complete"
     rates: tuple[float, ...] = RATES
     """Validation RMFM rates averaged by the robust objective."""
-    mask_rng: str = "per-sample"
+    mask_rng: MaskRng = MaskRng.PER_SAMPLE
     device: str = "auto"
-    precision: str = "fp32"
+    precision: Precision = Precision.FP32
     out: str = "results"
     text_encoder: str | None = None
     overrides: Mapping[str, Any] = field(default_factory=dict)
@@ -103,6 +106,11 @@ class TuneOptions:
     """Seconds between heartbeats of a running trial; a trial silent for 2× is failed."""
     max_retry: int = 2
     """How many times a trial of a killed worker is re-queued with the same parameters."""
+
+    def __post_init__(self) -> None:
+        # Strings are accepted and checked once here; unknown values are errors.
+        object.__setattr__(self, "mask_rng", parse_enum(MaskRng, self.mask_rng, "mask rng"))
+        object.__setattr__(self, "precision", parse_enum(Precision, self.precision, "precision"))
 
 
 @dataclass(frozen=True)
@@ -231,12 +239,12 @@ def plan_study(opts: TuneOptions) -> StudyPlan:
         "preset": preset,
         "objective": opts.objective,
         "rates": objective_rates,
-        "mask_rng": opts.mask_rng if opts.objective == "robust" else None,
+        "mask_rng": opts.mask_rng.value if opts.objective == "robust" else None,
         "metric": info.selection_metric,
         "fixed": {k: fixed[k] for k in sorted(fixed)},
         "search_space": {k: _dim_json(space[k]) for k in sorted(space)},
         "text_encoder": opts.text_encoder,
-        "precision": opts.precision,
+        "precision": opts.precision.value,
     }
     return StudyPlan(
         cls=cls,
@@ -245,7 +253,7 @@ def plan_study(opts: TuneOptions) -> StudyPlan:
         space=space,
         fixed=fixed,
         metric=info.selection_metric,
-        direction="maximize" if info.higher_is_better else "minimize",
+        direction="maximize" if higher_is_better(info.selection_metric) else "minimize",
         study_name=opts.study or default_study_name(opts.model, data, opts.seed, opts.objective),
         storage_url=opts.storage or default_storage(opts.out),
         config=json.loads(json.dumps(config)),
@@ -458,21 +466,12 @@ def load_study(storage: str, study: str) -> optuna.Study:
 # --------------------------------------------------------------------------- objective
 
 
-def _best_over_knobs(
-    adapter: Adapter, outputs: Mapping[str, np.ndarray], labels: np.ndarray
-) -> float:
-    """The selection metric at the best post-hoc knob (as ``valid_selection_metric`` picks)."""
-    task = adapter.ctx.task
-    metric = task.info.selection_metric
-    values = [score_metrics(adapter, outputs, labels, k)[metric] for k in knob_candidates(adapter)]
-    values = [v for v in values if not math.isnan(v)]
-    if not values:
-        return -math.inf if task.info.higher_is_better else math.inf
-    return max(values) if task.info.higher_is_better else min(values)
-
-
 def rmfm_keeps(
-    valid: SplitTensors, data: DataSetting, seed: int, rates: Iterable[float], mask_rng: str
+    valid: SplitTensors,
+    data: DataSetting,
+    seed: int,
+    rates: Iterable[float],
+    mask_rng: MaskRng | str,
 ) -> dict[float, KeepMasks]:
     """The validation split's RMFM keep-masks per rate (the same for every trial)."""
     return {rate: cell_keep(valid, Cell(data, Mode.RMFM, rate), seed, mask_rng) for rate in rates}
@@ -485,7 +484,7 @@ def valid_rmfm_sweep(
     *,
     batch_size: int,
     device: torch.device,
-    precision: str = "fp32",
+    precision: Precision | str = Precision.FP32,
 ) -> dict[float, float]:
     """Validation selection metric under each RMFM rate's masks (knob chosen per rate).
 
@@ -494,7 +493,7 @@ def valid_rmfm_sweep(
     """
     labels = valid.split.labels(adapter.ctx.task)
     return {
-        rate: _best_over_knobs(
+        rate: best_knob_score(
             adapter, predict_split(adapter, valid, keep, batch_size, device, precision), labels
         )
         for rate, keep in keeps.items()

@@ -208,7 +208,7 @@ def test_export_without_store_is_an_error(tmp_path: Path, capsys) -> None:
 def test_describe_state_dict_matches_reference_tables(
     model: str, argv: list[str], table: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Without any data file or weights: DATA.md's MOSI dimensions and bert-base shapes."""
+    """Without any data file or weights: the published MOSI dimensions and bert-base shapes."""
     from tests.conftest import REFERENCE_DIR
 
     assert main(["describe", model, "--dataset", "mosi", *argv, "--state-dict"]) == 0
@@ -271,3 +271,37 @@ def test_describe_uses_the_typed_setting_for_cross_dataset_layouts(
     if dataset == "mosi":
         assert main([*argv, "binary", "--distribution", "cross"]) == 0
         assert "non_bert_parameters\t252488" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("verbose", [False, True])
+def test_run_silences_transformers_unless_verbose(
+    verbose: bool, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import os
+
+    from transformers.utils import logging as hf_logging
+
+    from mer_bench.errors import ConfigError
+    from mer_bench.text_encoder import THIRD_PARTY_QUIET_ENV
+
+    for key in THIRD_PARTY_QUIET_ENV:
+        monkeypatch.delenv(key, raising=False)
+    level, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+
+    def stop(args):  # the run itself is not needed: only what happens before it
+        raise ConfigError("stopped")
+
+    monkeypatch.setattr("mer_bench.cli.run.run_options", stop)
+    hf_logging.set_verbosity_warning()
+    hf_logging.enable_progress_bar()
+    try:
+        assert main(["run", *(["--verbose"] if verbose else [])]) == 2
+        assert capsys.readouterr().err == "error: stopped\n"
+        quiet = hf_logging.get_verbosity() == hf_logging.ERROR
+        assert quiet is not verbose
+        assert hf_logging.is_progress_bar_enabled() is verbose
+        # worker processes inherit the environment
+        assert (os.environ.get("HF_HUB_DISABLE_PROGRESS_BARS") == "1") is not verbose
+    finally:
+        hf_logging.set_verbosity(level)
+        (hf_logging.enable_progress_bar if bars else hf_logging.disable_progress_bar)()

@@ -15,18 +15,21 @@ from scipy import stats
 from mer_bench.errors import AdapterError, ConfigError, DataError, ProtocolError
 from mer_bench.metrics import (
     auilc,
+    best_value,
     classification_metrics,
     compute_metrics,
+    higher_is_better,
+    improves,
     mean_sd,
     oracle_per_metric,
     regression_metrics,
     select_knob,
-    tau_grid,
     weighted_f1,
 )
 from mer_bench.protocol import RATES, TASK_INFO, Task
 
 FAST = settings(max_examples=60, deadline=None)
+KNOBS = tuple(round(k / 10, 1) for k in range(31))  # a τ-like grid 0.0 … 3.0
 HAS_SKLEARN = importlib.util.find_spec("sklearn") is not None
 
 
@@ -421,11 +424,17 @@ def test_mean_sd_small_n() -> None:
 # --------------------------------------------------------------------------------- knobs
 
 
-def test_tau_grid() -> None:
-    grid = tau_grid()
-    assert len(grid) == 31 and grid[0] == 0.0 and grid[-1] == 3.0
-    assert grid[3] == 0.3 and all(g == round(g, 1) for g in grid)
-    np.testing.assert_allclose(grid, np.arange(0, 3.1, 0.1), rtol=0, atol=1e-12)
+def test_metric_direction_and_best_value() -> None:
+    assert not higher_is_better("mae") and higher_is_better("acc7") and higher_is_better("corr")
+    assert best_value([0.2, math.nan, 0.5], "acc7") == 0.5
+    assert best_value([0.2, math.nan, 0.5], "mae") == 0.2
+    assert best_value([math.nan], "acc7") == -math.inf and best_value([], "mae") == math.inf
+    assert improves(0.6, 0.5, "acc7") and not improves(0.6, 0.5, "mae")
+    assert not improves(0.5, 0.5, "acc7") and not improves(math.nan, -math.inf, "acc7")
+    assert improves(0.4, math.inf, "mae")
+    # the direction comes from the metric unless given
+    assert select_knob({0.0: {"mae": 0.6}, 0.1: {"mae": 0.5}}, "mae") == 0.1
+    assert select_knob({0.0: {"acc7": 0.6}, 0.1: {"acc7": 0.5}}, "acc7") == 0.0
 
 
 def test_select_knob_ties_and_direction() -> None:
@@ -436,9 +445,9 @@ def test_select_knob_ties_and_direction() -> None:
         0.3: {"acc": 0.8, "mae": 0.9},
     }
     # acc ties at 0.0, 0.2, 0.3 -> smallest knob, regardless of mapping order.
-    assert select_knob(cands, "acc", higher_is_better=True) == 0.0
+    assert select_knob(cands, "acc", maximise=True) == 0.0
     # mae ties (lowest) at 0.1 and 0.2 -> 0.1.
-    assert select_knob(cands, "mae", higher_is_better=False) == 0.1
+    assert select_knob(cands, "mae", maximise=False) == 0.1
     assert select_knob({1.0: {"acc": 0.6}, 2.0: {"acc": 0.61}}, "acc", True) == 2.0
 
 
@@ -453,9 +462,7 @@ def test_select_knob_nan_and_errors() -> None:
 
 
 @FAST
-@given(
-    st.dictionaries(st.sampled_from(tau_grid()), st.integers(0, 3).map(lambda k: k / 4), min_size=1)
-)
+@given(st.dictionaries(st.sampled_from(KNOBS), st.integers(0, 3).map(lambda k: k / 4), min_size=1))
 def test_select_knob_picks_smallest_of_best(table: dict[float, float]) -> None:
     cands = {k: {"m": v} for k, v in table.items()}
     best = max(table.values())
@@ -486,7 +493,7 @@ def test_oracle_on_a_real_tau_sweep_never_below_tau_zero() -> None:
     log_p = np.log(rng.dirichlet(np.ones(3), size=n))
     log_p[np.arange(n), labels] += 0.5
     log_pcf = np.log(rng.dirichlet(np.ones(3), size=n))
-    cands = {tau: compute_metrics(Task.BINARY, log_p - tau * log_pcf, labels) for tau in tau_grid()}
+    cands = {tau: compute_metrics(Task.BINARY, log_p - tau * log_pcf, labels) for tau in KNOBS}
     best, chosen = oracle_per_metric(cands, Task.BINARY)
     for name, value in best.items():
         assert value >= cands[0.0][name]

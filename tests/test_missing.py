@@ -1,4 +1,4 @@
-"""Missing-data keep-masks: semantics (DESIGN.md §3), purity, nestedness, reference parity."""
+"""Missing-data keep-masks: semantics (docs/architecture.md), purity, nestedness, reference parity."""
 
 from __future__ import annotations
 
@@ -114,7 +114,7 @@ def shapes() -> st.SearchStrategy:
 
 
 def reference_oracle(mode: Mode, rate, cond, seed: int, inp: Inputs):
-    """Literal transcription of CIDER.md §9.1/§9.3 with the global NumPy RNG and plain loops."""
+    """Literal transcription of docs/cider.md with the global NumPy RNG and plain loops."""
     state = np.random.get_state()
     try:
         np.random.seed(seed)
@@ -299,7 +299,7 @@ def test_smm_accepts_any_condition_spelling() -> None:
 
 
 def test_first_zero_of_text_mask_is_sep() -> None:
-    """[SEP] is the last position before the first 0 of the mask (CIDER.md §9.1)."""
+    """[SEP] is the last position before the first 0 of the mask (docs/cider.md)."""
     text_mask = np.array([[1, 1, 1, 0, 1, 0], [1, 1, 1, 1, 1, 1]])
     for rng in RNGS:
         keep = split_keep_masks(
@@ -441,7 +441,7 @@ def test_kept_sets_nested_as_rate_rises(mode: Mode, rng: str) -> None:
 
 
 def test_reference_stmfm_redraws_start_per_rate() -> None:
-    """The reference draws a fresh start per rate (CIDER.md §9.3), so its blocks are not nested
+    """The reference draws a fresh start per rate (docs/cider.md), so its blocks are not nested
     (ours are: test_kept_sets_nested_as_rate_rises)."""
     inp = Inputs(12, 200, 30, 30, 30, aligned=True)
     ref_nested = True

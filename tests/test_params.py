@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from mer_bench.adapters import _coerce
-from mer_bench.cli import _overrides
+from mer_bench.cli._common import overrides as _overrides
 from mer_bench.errors import ConfigError
 from mer_bench.params import parse_set_value, read_params_file
 from tests.conftest import ROOT, subprocess_env

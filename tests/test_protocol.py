@@ -113,7 +113,8 @@ def test_invalid_selectors_raise_with_valid_values(bad: str) -> None:
 def test_task_info_table() -> None:
     assert Task.BINARY.info.num_classes == 3
     assert Task.SEVEN.info.selection_metric == "acc7"
-    assert not Task.REGRESSION.info.higher_is_better
+    assert Task.REGRESSION.info.selection_metric == "mae"
+    assert not hasattr(Task.REGRESSION.info, "higher_is_better")  # direction lives in metrics
 
 
 def test_training_regimes_parse_round_trip_and_reject_nonsense() -> None:
@@ -139,3 +140,18 @@ def test_selector_regime_terms_keep_their_commas() -> None:
     assert sel.cells_only() == Selector.parse("mode=RMFM,rate=0.0")
     assert Selector.parse("all").regimes() == [TrainingRegime()]
     assert Selector.parse(str(sel)) == sel
+
+
+def test_data_setting_flattens_and_round_trips() -> None:
+    data = DataSetting.parse("mosi/cross/aligned/seven")
+    assert data.values() == ("mosi", "cross", "aligned", "seven")
+    assert data.as_dict() == {
+        "dataset": "mosi",
+        "distribution": "cross",
+        "alignment": "aligned",
+        "task": "seven",
+    }
+    assert DataSetting.from_dict(data.as_dict()) == data
+    assert Cell.parse(f"{data.id}/RMFM@0.3").data == data
+    with pytest.raises(ProtocolError, match="lacks task"):
+        DataSetting.from_dict({"dataset": "mosi", "distribution": "iid", "alignment": "aligned"})

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -12,10 +13,18 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mer_bench.errors import ConfigError, ProtocolError
+from mer_bench.errors import ConfigError, DataError, ProtocolError
 from mer_bench.export import metrics_frame, predictions_frame
 from mer_bench.metrics import compute_metrics
-from mer_bench.protocol import Dataset, Regime, Task
+from mer_bench.protocol import (
+    Dataset,
+    Executor,
+    MaskRng,
+    Precision,
+    Regime,
+    Task,
+    TauSelection,
+)
 from mer_bench.runner import RunOptions, execute, plan
 from mer_bench.store import ResultsStore
 from tests.conftest import MEANPOOL, ROOT, subprocess_env
@@ -37,6 +46,73 @@ def _opts(root: Path, out: Path, **kw) -> RunOptions:
     )
     base.update(kw)
     return RunOptions(**base)
+
+
+def test_run_options_hold_enums_and_refuse_unknown_values() -> None:
+    opts = RunOptions(models=("m",), precision="BF16", executor="ray", tau_selection="test-oracle")
+    assert opts.precision is Precision.BF16 and opts.executor is Executor.RAY
+    assert opts.tau_selection is TauSelection.TEST_ORACLE and opts.mask_rng is MaskRng.PER_SAMPLE
+    # stored and hashed strings are unchanged
+    assert json.dumps([opts.precision, opts.tau_selection]) == '["bf16", "test-oracle"]'
+    for name in ("tau_selection", "mask_rng", "precision", "executor"):
+        with pytest.raises(ProtocolError, match=rf"invalid {name.replace('_', ' ')} 'nope'"):
+            RunOptions(models=("m",), **{name: "nope"})
+
+
+def test_missing_data_file_stops_the_run_before_anything_trains(
+    tiny_synth_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = tmp_path / "data"
+    shutil.copytree(tiny_synth_root, root)
+    (root / "OOD_SYNTH" / "binary" / "SYNTH_aligned_50.pkl").unlink()
+    (root / "MSA_cross_datasets" / "synth_b.pkl").unlink()
+    out = tmp_path / "res"
+    opts = RunOptions(
+        models=(MEANPOOL,),
+        selector="alignment=aligned,task=binary,mode=RMFM,rate=0.0",
+        data_root=str(root),
+        seeds=(1,),
+        device="cpu",
+        out=str(out),
+        quiet=True,
+    )
+    plans = plan(opts)
+    assert {p.setting.data.distribution.value for p in plans} == {"iid", "ood", "cross"}
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a setting was trained although a data file is missing")
+
+    monkeypatch.setattr("mer_bench.runner.fit", no_training)
+    with pytest.raises(DataError) as info:
+        execute(plans, opts)
+    message = str(info.value)
+    # every missing file in one message, with where to get it; the present IID file is fine
+    assert message.startswith("2 data file(s) missing, nothing was trained")
+    assert "OOD_SYNTH/binary/SYNTH_aligned_50.pkl" in message and "synth_b.pkl" in message
+    assert "data synth --out ROOT" in message and "\n" not in message
+    assert not (out / "results.sqlite").exists()
+
+
+def test_invalid_data_file_is_reported_before_training(
+    tiny_synth_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = tmp_path / "data"
+    shutil.copytree(tiny_synth_root, root)
+    bad = root / "OOD_SYNTH" / "binary" / "SYNTH_aligned_50.pkl"
+    bad.write_bytes(bad.read_bytes()[:500])  # truncated
+    opts = RunOptions(
+        models=(MEANPOOL,),
+        selector="alignment=aligned,task=binary,distribution=iid|ood,mode=SMM",
+        data_root=str(root),
+        seeds=(1,),
+        device="cpu",
+        out=str(tmp_path / "res"),
+        quiet=True,
+    )
+    monkeypatch.setattr("mer_bench.runner.fit", None)  # calling it would fail loudly
+    with pytest.raises(DataError, match=r"invalid data, nothing was trained: synth/ood/aligned/bi"):
+        execute(plan(opts), opts)
+    assert not (tmp_path / "res" / "results.sqlite").exists()
 
 
 def test_plan_expands_models_tasks_seeds(tiny_synth_root: Path, tmp_path: Path) -> None:

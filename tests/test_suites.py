@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 
 from mer_bench.cli import main
+from mer_bench.cli.report import choose_aggregate
 from mer_bench.errors import ConfigError
 from mer_bench.metrics import Aggregate
 from mer_bench.protocol import Mode, Regime
-from mer_bench.report_cli import _aggregate
 from mer_bench.runner import RunOptions, plan
 from mer_bench.store import ResultsStore
 from mer_bench.suites import SUITES, get_suite
@@ -61,8 +61,8 @@ def test_tables_take_the_aggregate_of_the_store_suites(tmp_path: Path) -> None:
         store.record_suite("lnln")
         store.record_suite("lnln")
         assert store.suites() == ["lnln"]
-    assert _aggregate(None, ("lnln",)) is Aggregate.MEAN_0_09
-    assert _aggregate(None, ()) is Aggregate.AUILC
-    assert _aggregate("AUILC", ("lnln",)) is Aggregate.AUILC
+    assert choose_aggregate(None, ("lnln",)) is Aggregate.MEAN_0_09
+    assert choose_aggregate(None, ()) is Aggregate.AUILC
+    assert choose_aggregate("AUILC", ("lnln",)) is Aggregate.AUILC
     with pytest.raises(ConfigError, match="--aggregate"):
-        _aggregate(None, ("lnln", "cider"))
+        choose_aggregate(None, ("lnln", "cider"))

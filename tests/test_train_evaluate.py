@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import numpy as np
+import pytest
 import torch
 from torch import nn
 
@@ -12,8 +13,18 @@ from mer_bench.adapters import Adapter, AdapterContext
 from mer_bench.batch import Batch, SplitTensors
 from mer_bench.conformance import tiny_spec, tiny_split
 from mer_bench.data.types import DatasetBundle
+from mer_bench.errors import ProtocolError
 from mer_bench.evaluate import evaluate_cell
-from mer_bench.protocol import Alignment, Cell, Dataset, DataSetting, Distribution, Mode, Task
+from mer_bench.protocol import (
+    Alignment,
+    Cell,
+    Dataset,
+    DataSetting,
+    Distribution,
+    Mode,
+    Task,
+    TauSelection,
+)
 from mer_bench.train import FitConfig, fit
 
 SPEC = tiny_spec(Task.BINARY, Alignment.ALIGNED)
@@ -136,6 +147,14 @@ def test_test_oracle_primary_when_asked() -> None:
     )
     assert ev.primary == "test-oracle"
     assert set(ev.selections) == {"valid", "default", "test-oracle"}
+    # the enum member works the same; an unknown value is an error, not a silent "valid"
+    args = (SplitTensors(bundle.valid, Task.BINARY), SplitTensors(bundle.test, Task.BINARY))
+    kw = dict(seed=1, batch_size=16, device=torch.device("cpu"))
+    oracle = TauSelection.TEST_ORACLE
+    cell = Cell(DATA, Mode.RMM, 0.5)
+    assert evaluate_cell(adapter, *args, cell, tau_selection=oracle, **kw).primary == "test-oracle"
+    with pytest.raises(ProtocolError, match=r"invalid tau selection 'oracle'; valid: valid, test-"):
+        evaluate_cell(adapter, *args, cell, tau_selection="oracle", **kw)
 
 
 def test_cells_with_identical_masks_share_one_inference() -> None:

@@ -23,6 +23,8 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from mer_bench.adapters import SearchDim
 from mer_bench.batch import SplitTensors
+from mer_bench.cli import main
+from mer_bench.cli._common import overrides
 from mer_bench.data.loaders import SealedSplit, load_bundle
 from mer_bench.errors import ConfigError, DataError
 from mer_bench.protocol import Dataset, DataSetting, Task
@@ -37,7 +39,6 @@ from mer_bench.tune import (
     select_data_setting,
     suggest_params,
 )
-from mer_bench.tune_cli import main as tune_main
 from tests.conftest import MEANPOOL, subprocess_env
 
 SETTING = "distribution=iid,alignment=aligned,task=binary"
@@ -71,11 +72,11 @@ def _opts(root: Path, out: Path, **kw) -> TuneOptions:
     return TuneOptions(**base)
 
 
-def _tune_cmd() -> list[str]:
-    from mer_bench import cli
+def tune_main(argv: list[str]) -> int:
+    return main(["tune", *argv])
 
-    if "tune" in getattr(cli, "PENDING", {}):  # not wired into the main parser yet
-        return [sys.executable, "-m", "mer_bench.tune_cli"]
+
+def _tune_cmd() -> list[str]:
     return [sys.executable, "-m", "mer_bench", "tune"]
 
 
@@ -213,8 +214,6 @@ def test_study_prunes_exports_and_run_reproduces_best_valid(
         run_tune(_opts(tiny_synth_root, out, trials=7, overrides={"max_epochs": 5}))
 
     # run --params BEST.json: same seed → the best trial's validation score, params recorded
-    from mer_bench.cli import _overrides
-
     run_out = tmp_path / "run"
     ropts = RunOptions(
         models=(MEANPOOL,),
@@ -224,7 +223,7 @@ def test_study_prunes_exports_and_run_reproduces_best_valid(
         seeds=(best["seed"],),
         device="cpu",
         out=str(run_out),
-        overrides=_overrides([], str(best_path), [MEANPOOL]),
+        overrides=overrides([], str(best_path), [MEANPOOL]),
         quiet=True,
     )
     plans = plan(ropts)

@@ -1,6 +1,6 @@
 """MulT as a mer_bench adapter, trained the way MMSA's MulT trainer does where it matters.
 
-Reproduced from MMSA (``trains/singleTask/MULT.py``, MULT.md §9.3):
+Reproduced from MMSA (``trains/singleTask/MULT.py``, docs/baselines.md):
 
 - Adam over every parameter with ``lr`` and no weight decay (MMSA ignores its weight_decay);
 - gradient accumulation over ``update_epochs`` mini-batches: the batch-mean losses are
@@ -48,7 +48,7 @@ from mer_bench.errors import ConfigError, DataError
 from mer_bench.protocol import Task
 from mer_bench.text_encoder import build_text_encoder
 
-# MMSA config_regression.json, MulT, MOSI (current master; MULT.md §10).
+# MMSA config_regression.json, MulT, MOSI (current master; docs/baselines.md).
 _MMSA_MOSI: dict[str, Any] = {
     "batch_size": 16,
     "max_epochs": 200,
@@ -93,7 +93,7 @@ _MMSA_MOSEI: dict[str, Any] = {
     "attn_dropout_v": 0.0,
 }
 
-# MMSA-v1 (Feb 2021) MOSI config: the one behind MMSA's published MulT row (MULT.md §12.2).
+# MMSA-v1 (Feb 2021) MOSI config: the one behind MMSA's published MulT row (docs/baselines.md).
 _MMSA_V1_MOSI: dict[str, Any] = {
     **_MMSA_MOSI,
     "batch_size": 4,
@@ -341,7 +341,7 @@ class MulTAdapter(Adapter):
 
     def on_epoch_start(self, epoch: int) -> None:
         # MMSA zeroes the gradient at the start of each group; a trailing incomplete group of
-        # the previous epoch is therefore dropped without a step (MULT.md §9.3).
+        # the previous epoch is therefore dropped without a step (docs/baselines.md).
         self._accumulated = 0
         if self.optimizer is not None:
             self.optimizer.zero_grad(set_to_none=True)

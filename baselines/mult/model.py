@@ -1,4 +1,4 @@
-"""MulT (Tsai et al., ACL 2019) as specified in ``reference/MULT.md``.
+"""MulT (Tsai et al., ACL 2019) as specified in docs/baselines.md.
 
 Parameter and buffer names/shapes reproduce the original classes (``MULTModel`` of the ORIG repo
 and ``MULT`` of MMSA), so the state dict of a given configuration matches the reference tables
@@ -33,7 +33,7 @@ MODALITIES: tuple[str, ...] = ("l", "a", "v")
 
 @dataclass(frozen=True)
 class MulTConfig:
-    """Geometry and dropout rates of one MulT (names follow MULT.md §2/§7)."""
+    """Geometry and dropout rates of one MulT (names follow docs/baselines.md)."""
 
     text_dim: int
     audio_dim: int
@@ -77,12 +77,12 @@ class MulTConfig:
         return {"l": self.stride_l, "a": self.stride_a, "v": self.stride_v}[m]
 
     def source_attn_dropout(self, m: str) -> float:
-        """Crossmodal attention dropout is chosen by the *source* modality (MULT.md §3.3)."""
+        """Crossmodal attention dropout is chosen by the *source* modality (docs/baselines.md)."""
         return {"l": self.attn_dropout, "a": self.attn_dropout_a, "v": self.attn_dropout_v}[m]
 
     @property
     def mem_layers(self) -> int:
-        # The reference asks for "3 layers" but passes max(nlevels, 3) (MULT.md §3.5).
+        # The reference asks for "3 layers" but passes max(nlevels, 3) (docs/baselines.md).
         return max(self.nlevels, 3)
 
     def projected_len(self, m: str, length: int) -> int:
@@ -92,7 +92,7 @@ class MulTConfig:
         return (length - self.kernel(m)) // self.stride(m) + 1
 
     def conv_skipped(self, m: str) -> bool:
-        # The reference skips the projection when the input already has width d (MULT.md §3.2).
+        # The reference skips the projection when the input already has width d (docs/baselines.md).
         return self.input_dim(m) == self.d_model and self.stride(m) == 1
 
 
@@ -115,7 +115,7 @@ class SinusoidalPositionalEmbedding(nn.Module):
     def __init__(self, embed_dim: int) -> None:
         super().__init__()
         self.embed_dim = embed_dim
-        # The reference registers this dtype/device carrier; kept so state dicts match (§4.3).
+        # The reference registers this dtype/device carrier; kept so state dicts match.
         self.register_buffer("_float_tensor", torch.zeros(1))
 
     def forward(self, channel0: torch.Tensor) -> torch.Tensor:
@@ -127,7 +127,7 @@ class SinusoidalPositionalEmbedding(nn.Module):
 
 
 def visible_keys(tq: int, tk: int, device: torch.device) -> torch.Tensor | None:
-    """Bool (Tq, Tk) mask, True = visible: key j is hidden iff j >= i + 1 + |Tk - Tq| (§6.1).
+    """Bool (Tq, Tk) mask, True = visible: key j is hidden iff j >= i + 1 + |Tk - Tq|.
 
     None when every key is visible (then no mask is passed at all).
     """
@@ -140,7 +140,7 @@ def visible_keys(tq: int, tk: int, device: torch.device) -> torch.Tensor | None:
 
 
 class MultiheadAttention(nn.Module):
-    """fairseq-style attention: packed in-projection, no bias_k/v, no zero attention (§6)."""
+    """fairseq-style attention: packed in-projection, no bias_k/v, no zero attention."""
 
     def __init__(self, embed_dim: int, num_heads: int, attn_dropout: float) -> None:
         super().__init__()
@@ -240,7 +240,7 @@ class TransformerEncoderLayer(nn.Module):
 
 
 class TransformerEncoder(nn.Module):
-    """The one encoder of MulT, crossmodal (query + fixed source) or self-attention (§4)."""
+    """The one encoder of MulT, crossmodal (query + fixed source) or self-attention."""
 
     def __init__(
         self,
@@ -255,7 +255,7 @@ class TransformerEncoder(nn.Module):
         pos_embedding: bool,
     ) -> None:
         super().__init__()
-        # Unused by the computation; registered so checkpoints match the reference (§4.3).
+        # Unused by the computation; registered so checkpoints match the reference.
         self.register_buffer("version", torch.tensor([2.0]))
         self.embed_scale = math.sqrt(embed_dim)
         self.embed_dropout = embed_dropout
@@ -289,7 +289,7 @@ class TransformerEncoder(nn.Module):
         key = value = None
         if x_in_k is not None and x_in_v is not None:
             key = self._embed(x_in_k)
-            # K and V take independent dropout masks (§4.1); without active dropout they are
+            # K and V take independent dropout masks; without active dropout they are
             # the same tensor, which lets the attention project both in one matmul.
             same = x_in_v is x_in_k and not (self.training and self.embed_dropout > 0)
             value = key if same else self._embed(x_in_v)
@@ -396,7 +396,7 @@ class MulT(nn.Module):
                 ],
                 dim=-1,
             )
-            # Readout is the last index whatever the true length (MULT.md §3.7).
+            # Readout is the last index whatever the true length (docs/baselines.md).
             last[tgt] = getattr(self, f"trans_{tgt}_mem")(fused, last_only=True)[:, -1]
         last_hs = torch.cat([last[m] for m in MODALITIES], dim=-1)
         hidden = F.dropout(F.relu(self.proj1(last_hs)), self.config.output_dropout, self.training)

@@ -1,6 +1,6 @@
-"""Self-MM as a mer_bench adapter (reference/SELFMM.md).
+"""Self-MM as a mer_bench adapter (docs/baselines.md).
 
-Training follows the MMSA trainer (§3.2, §5): per batch, forward → weighted-L1 loss on the
+Training follows the MMSA trainer: per batch, forward → weighted-L1 loss on the
 current label tables → backward → (from epoch 2) ULGM label update → memory write → centre
 refresh → optimiser step every ``update_epochs`` batches. Self-MM has no training-time
 missing-data augmentation.
@@ -33,7 +33,7 @@ from mer_bench.data.types import Split
 from mer_bench.errors import AdapterError, ConfigError
 from mer_bench.protocol import Task
 
-# MMSA's config_regression.json, MOSI (§7). ``lr`` is MMSA's learning_rate_other (the post_*
+# MMSA's config_regression.json, MOSI. ``lr`` is MMSA's learning_rate_other (the post_*
 # layers); the harness keys batch_size / max_epochs / patience / lr are required by every preset.
 # The reference epoch loop has no maximum; 100 is only a safety cap (early stopping ends first).
 _MMSA_MOSI: dict[str, Any] = {
@@ -83,8 +83,8 @@ _MMSA_MOSEI: dict[str, Any] = {
     "post_video_dropout": 0.0,
 }
 
-# thuiar/Self-MM config_regression.py (the older config, §7). ``excludeZero`` is absent there
-# and evaluates to False (§9 item 9), so zero labels count as positive.
+# thuiar/Self-MM config_regression.py (the older config). ``excludeZero`` is absent there
+# and evaluates to False, so zero labels count as positive.
 _ORIG_MOSI: dict[str, Any] = {
     **_MMSA_MOSI,
     "batch_size": 32,
@@ -124,7 +124,7 @@ _ORIG_MOSEI: dict[str, Any] = {
 # Small and fast for the synthetic benchmark on CPU: narrow LSTMs and heads, a tiny random BERT
 # that needs a larger learning rate than a pretrained one, no accumulation (few batches per
 # epoch), and the padded-gather LSTM (same function as packing, much faster on CPU). Four epochs
-# so that the ULGM's unimodal supervision (which starts at epoch 3, §5.6) takes part.
+# so that the ULGM's unimodal supervision (which starts at epoch 3) takes part.
 _SYNTH: dict[str, Any] = {
     **_MMSA_MOSI,
     "batch_size": 32,
@@ -149,7 +149,7 @@ _SYNTH: dict[str, Any] = {
     "packed": False,
 }
 
-# The spec gives no tuning ranges; these span the values of the two reference configs (§7)
+# The spec gives no tuning ranges; these span the values of the two reference configs
 # with one step either side for widths and a log range around the learning rates.
 _SEARCH_SPACE: dict[str, SearchDim] = {
     "batch_size": SearchDim("categorical", choices=(16, 32, 64)),
@@ -178,7 +178,7 @@ _SEARCH_SPACE: dict[str, SearchDim] = {
     "exclude_zero": SearchDim("categorical", choices=(True, False)),
 }
 
-# Names the reference keeps out of BERT's weight decay (§5.1): substring matches.
+# Names the reference keeps out of BERT's weight decay: substring matches.
 _BERT_NO_DECAY: tuple[str, ...] = ("bias", "LayerNorm.bias", "LayerNorm.weight")
 
 _CONFIG_KEYS: tuple[str, ...] = tuple(
@@ -233,7 +233,7 @@ class SelfMMAdapter(Adapter):
         return SelfMM(cfg, self.ctx.text_encoder)
 
     def configure_optimizer(self) -> torch.optim.Optimizer:
-        """Adam with MMSA's five parameter groups and coupled L2 weight decay (§5.1)."""
+        """Adam with MMSA's five parameter groups and coupled L2 weight decay."""
         model: SelfMM = self.model  # type: ignore[assignment]
         p = self.ctx.params
         bert = list(model.text_model.named_parameters())
@@ -277,7 +277,7 @@ class SelfMMAdapter(Adapter):
         }
 
     def setup(self, train: Split) -> None:
-        """Memory of one row per training sample; every label table = ground truth (§3.1)."""
+        """Memory of one row per training sample; every label table = ground truth."""
         self.ulgm = ULGM(
             train.size,
             self._feature_dims(),
@@ -292,7 +292,7 @@ class SelfMMAdapter(Adapter):
         self._pending = 0
 
     def on_epoch_end(self, epoch: int) -> None:
-        # The reference never steps a trailing incomplete accumulation group (§5.3, §9 item 7):
+        # The reference never steps a trailing incomplete accumulation group:
         # its gradients are discarded, so flushing here means dropping them.
         if self._pending and self.optimizer is not None:
             self.optimizer.zero_grad(set_to_none=True)
@@ -321,7 +321,7 @@ class SelfMMAdapter(Adapter):
             self.optimizer.zero_grad(set_to_none=True)
         index = batch.index
         out = self._forward(batch)
-        targets = ulgm.targets(index)  # (4, B) labels before this batch's update (§3.2 step 2)
+        targets = ulgm.targets(index)  # (4, B) labels before this batch's update
         weights = ulgm.loss_weights(index)  # (3, B)
         if self.ctx.task is Task.REGRESSION:
             loss_m = (out["M"] - targets[0]).abs().mean()
@@ -329,7 +329,7 @@ class SelfMMAdapter(Adapter):
             loss_m = F.cross_entropy(out["M"], batch.label)
         uni = torch.stack((out["T"], out["A"], out["V"]))  # (3, B)
         # Weight 0 still yields zero gradient *tensors*, so Adam's coupled L2 moves the
-        # unimodal heads during epochs 1–2 exactly as in the reference (§5.6).
+        # unimodal heads during epochs 1–2 exactly as in the reference.
         loss_uni = (weights * (uni - targets[1:]).abs()).mean(dim=1)  # (3,)
         loss = loss_m + loss_uni.sum()
         loss.backward()

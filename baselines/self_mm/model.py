@@ -1,4 +1,4 @@
-"""Self-MM's network (Yu et al., AAAI 2021), reference/SELFMM.md §2.
+"""Self-MM's network (Yu et al., AAAI 2021), docs/baselines.md.
 
 Parameter names follow MMSA's ``SELF_MM`` class so that a non-BERT state dict lines up with the
 reference table (``selfmm_state_dict_mmsa_mosi_unaligned.tsv``) and BERT sits under
@@ -18,7 +18,7 @@ from mer_bench.text_encoder import TextModel, build_text_encoder
 
 @dataclass(frozen=True)
 class SelfMMConfig:
-    """Widths and dropouts of the network (§7 keys without the optimiser ones)."""
+    """Widths and dropouts of the network (the reference config's keys, optimiser ones aside)."""
 
     audio_dim: int
     vision_dim: int
@@ -57,7 +57,7 @@ class BertTextEncoder(TextModel):
     def forward(
         self, ids: torch.Tensor, mask: torch.Tensor, segments: torch.Tensor
     ) -> torch.Tensor:
-        # §9 pitfall 1: the [CLS] position, not the pooler (which thus gets no gradient).
+        # The [CLS] position, not the pooler (which thus gets no gradient).
         return super().forward(ids, mask, segments)[:, 0]
 
 
@@ -86,7 +86,7 @@ class AuViSubNet(nn.Module):
         self.linear_1 = nn.Linear(hidden_size, out_size)
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        # Packing needs lengths ≥ 1 (§9 items 2 and 10). A sample whose length would be 0 (or
+        # Packing needs lengths ≥ 1. A sample whose length would be 0 (or
         # exceed the padded length) is clamped into [1, L] so it cannot crash; with length 1
         # the LSTM reads only its first frame (zeros when the modality is absent).
         lengths = lengths.clamp(1, x.shape[1])

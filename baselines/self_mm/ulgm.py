@@ -1,4 +1,4 @@
-"""Self-MM's Unimodal Label Generation Module (ULGM), reference/SELFMM.md §3.
+"""Self-MM's Unimodal Label Generation Module (ULGM), docs/baselines.md.
 
 The ULGM is trainer state, not part of the model: per-sample feature memories, per-sample label
 tables and positive/negative class centres for the four modes (fusion, text, audio, vision).
@@ -18,7 +18,7 @@ MODES: tuple[str, ...] = ("f", "t", "a", "v")
 """ULGM modes: fusion and the three unimodal ones (heads M, T, A, V)."""
 UNIMODAL: tuple[str, ...] = ("t", "a", "v")
 EPS = 1e-8
-"""The reference's MIN, in both denominators of §3.3."""
+"""The reference's MIN, in both denominators of the pseudo-label update."""
 
 
 class ULGM:
@@ -57,7 +57,7 @@ class ULGM:
         return MODES.index(mode)
 
     def init_labels(self, scores: torch.Tensor) -> None:
-        """§3.1: every label table starts as the ground-truth multimodal score."""
+        """Every label table starts as the ground-truth multimodal score."""
         scores = scores.to(self.labels.device, torch.float32).reshape(-1)
         if scores.shape[0] != self.num_samples:
             raise AdapterError(
@@ -70,14 +70,14 @@ class ULGM:
         return self.labels[:, index]
 
     def loss_weights(self, index: torch.Tensor) -> torch.Tensor:
-        """(3, B) weights tanh(|y_s − y_M|) for s ∈ {t, a, v} (§4); no gradient."""
+        """(3, B) weights tanh(|y_s − y_M|) for s ∈ {t, a, v}; no gradient."""
         labels = self.labels[:, index]
         return torch.tanh((labels[1:] - labels[:1]).abs())
 
-    # ------------------------------------------------------------------ §3.3
+    # ------------------------------------------------------------------ pseudo-labels
     def _relative_distance(self, mode: str, feats: torch.Tensor) -> torch.Tensor:
-        # Plain (non-squared, unscaled) Euclidean distances, as the released code does (§3.3,
-        # §6): the paper's squared/√d form is deliberately not used.
+        # Plain (non-squared, unscaled) Euclidean distances, as the released code does:
+        # the paper's squared/√d form is deliberately not used.
         centres = self.centres[mode]
         d_pos = torch.linalg.vector_norm(feats - centres[0], dim=-1)
         d_neg = torch.linalg.vector_norm(feats - centres[1], dim=-1)
@@ -86,12 +86,12 @@ class ULGM:
     def update_labels(
         self, index: torch.Tensor, feats: Mapping[str, torch.Tensor], epoch: int
     ) -> None:
-        """§3.3: new pseudo-labels for the samples at ``index`` from the current centres.
+        """New pseudo-labels for the samples at ``index`` from the current centres.
 
-        The caller only calls this from epoch 2 on (§3.2 step 4); ``epoch`` is 1-based.
+        The caller only calls this from epoch 2 on; ``epoch`` is 1-based.
         """
         if epoch < 2:
-            raise AdapterError("ULGM label updates start at epoch 2 (SELFMM.md §3.2)")
+            raise AdapterError("ULGM label updates start at epoch 2 (docs/baselines.md)")
         y_m = self.labels[0, index]
         delta_f = self._relative_distance("f", feats["f"])
         n = float(epoch)
@@ -104,14 +104,14 @@ class ULGM:
             old = self.labels[r, index]
             self.labels[r, index] = (n - 1.0) / (n + 1.0) * old + 2.0 / (n + 1.0) * candidate
 
-    # ------------------------------------------------------------------ memory, §3.4
+    # ------------------------------------------------------------------ memory
     def write_features(self, index: torch.Tensor, feats: Mapping[str, torch.Tensor]) -> None:
-        """§3.2 step 5: remember each sample's most recent (train-mode) features."""
+        """Remember each sample's most recent (train-mode) features."""
         for mode in MODES:
             self.features[mode][index] = feats[mode].detach().to(self.features[mode].dtype)
 
     def update_centres(self) -> None:
-        """§3.4: unweighted means of the memory over positive / negative labelled rows.
+        """Unweighted means of the memory over positive / negative labelled rows.
 
         Fusion centres use the ground truth (row f), unimodal ones their own pseudo-labels.
         Deviation: the reference yields NaN for an empty set (it never happens on MOSI/MOSEI);

@@ -1,4 +1,4 @@
-"""Published dimensions of the real data files (reference/DATA.md), for commands that describe a
+"""Published dimensions of the real data files (docs/architecture.md, Data), for commands that describe a
 model without the data files at hand (``describe``)."""
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ CROSS_DIMS: dict[Dataset, FileDims] = {
 
 
 def published_spec(setting: DataSetting) -> DataSpec:
-    """The DataSpec a model is built with for a real data setting, from DATA.md's numbers."""
+    """The DataSpec a model is built with for a real data setting, from the published file shapes."""
     table = CROSS_DIMS if setting.distribution is Distribution.CROSS else IID_DIMS
     if setting.dataset not in table:
         raise ConfigError(

@@ -1,11 +1,11 @@
 """Where each data setting's files live, and loading them into a ``DatasetBundle``.
 
-Layout under the data root (``--data-root ROOT`` or env ``MER_BENCH_DATA``; DESIGN.md §2):
+Layout under the data root (``--data-root ROOT`` or env ``MER_BENCH_DATA``; docs/architecture.md):
 
 - IID: ``ROOT/CMU-<NAME>/Processed/{aligned,unaligned}_50.pkl``; MMSA's own tree
   ``ROOT/<NAME>/Processed/...`` is tried second.
 - OOD (CIDer): ``ROOT/OOD_<NAME>/{binary,seven}/<NAME>_{aligned,unaligned}_50.pkl`` (joblib).
-  The task picks the file, because CIDer re-partitions each task separately (CIDER.md Q-22);
+  The task picks the file, because CIDer re-partitions each task separately (docs/cider.md, Q-22);
   the regression task, which CIDer does not define, uses the ``binary`` re-partition.
 - Cross-dataset (aligned only): ``ROOT/MSA_cross_datasets/<name>.pkl`` gives train and valid;
   the test split is the partner file's test split (mosi ↔ mosei; synth → synth_b).
@@ -33,6 +33,7 @@ import importlib
 import os
 import threading
 from collections import OrderedDict
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -166,6 +167,54 @@ def resolve_files(setting: DataSetting, root: Path, *, need_test: bool = True) -
     return found[0], found[1]
 
 
+def check_plan_data(settings: Iterable[DataSetting], root: Path | str | None = None) -> None:
+    """Resolve and validate every data file that ``settings`` need, before anything is trained.
+
+    First every file is located: all missing files are reported together, in one ``DataError``
+    that says where to get each kind. Then every file is loaded and validated (schema, shapes,
+    cross-dataset widths) through :func:`load_bundle`, and all failures are reported together.
+    Loaded files stay in the in-process cache, so the first setting does not read its file again.
+    """
+    unique = sorted(set(settings))
+    missing: list[str] = []
+    seen: set[tuple[Path, ...]] = set()
+    hints: dict[str, None] = {}
+    bases: dict[DataSetting, Path] = {}
+    for setting in unique:
+        layout = _layout(setting.dataset)
+        if layout.synthetic and (root is None or str(root) == ""):
+            continue  # generated on demand into its cache folder
+        base = bases[setting] = data_root(root)
+        train_paths, test_paths = candidate_paths(setting, base)
+        roles = (
+            {train_paths: "data"}
+            if train_paths == test_paths
+            else {
+                train_paths: "train/valid",
+                test_paths: "test",
+            }
+        )
+        for paths, role in roles.items():
+            if paths in seen or any(p.is_file() for p in paths):
+                continue
+            seen.add(paths)
+            missing.append(f"{role} file for {setting.id} ({' or '.join(map(str, paths))})")
+            hints[SYNTH_HINT if layout.synthetic else WHERE_TO_GET[setting.distribution]] = None
+    if missing:
+        raise DataError(
+            f"{len(missing)} data file(s) missing, nothing was trained: {'; '.join(missing)}. "
+            f"Where to get them: {' | '.join(hints)}"
+        )
+    problems = []
+    for setting in unique:
+        try:
+            load_bundle(setting, bases.get(setting, root))
+        except DataError as exc:
+            problems.append(f"{setting.id}: {exc}")
+    if problems:
+        raise DataError(f"invalid data, nothing was trained: {'; '.join(problems)}")
+
+
 # ----------------------------------------------------------------------------- loading
 
 _cache: OrderedDict[tuple[str, int, int, Distribution], dict[str, Split]] = OrderedDict()
@@ -268,7 +317,7 @@ def _check_test_matches(train: Split, test: Split, train_path: Path, test_path: 
 
 
 def _as_aligned(split: Split, path: Path) -> Split:
-    """Aligned data: check one shared time axis; audio/vision lengths = text lengths (§1.1.4)."""
+    """Aligned data: check one shared time axis; audio/vision lengths = text lengths."""
     n = split.text_bert.shape[2]
     for key, a in (("audio", split.audio), ("vision", split.vision)):
         if a.shape[1] != n:

@@ -1,4 +1,4 @@
-"""Validation of a loaded MMSA / CIDer data file against the schema of ``reference/DATA.md``.
+"""Validation of a loaded MMSA / CIDer data file against the schema (docs/architecture.md, Data).
 
 ``inspect_file`` checks every split of a file and turns it into ``Split`` objects, counting what
 it finds (non-finite values per key, the dtypes and shapes stored); ``validate_file`` is the
@@ -14,13 +14,12 @@ strict form used when loading for a run. Per split it checks:
   then zeros with at least one valid token per row; lengths integral in [0, L];
   classification labels in {0, 1, 2} (floats 0.0/1.0/2.0 accepted); regression labels in
   [-3, 3];
-- ``-inf`` in ``audio`` is replaced by 0 and counted (CIDER.md §1.1 step 2: every reference
-  loader does this). Any other non-finite value (NaN anywhere, ±inf in vision or text
+- ``-inf`` in ``audio`` is replaced by 0 and counted (every reference loader does this). Any other non-finite value (NaN anywhere, ±inf in vision or text
   features) is counted; ``validate_file`` refuses it, ``inspect_file(..., allow_nonfinite=True)``
   (what ``data check`` uses) only reports it.
 
 Cross-dataset files carry no usable classification labels: the 3-class label is the sign of the
-regression score (CIDER.md §1.1 step 5), also when ``classification_labels`` is present.
+regression score (as the reference does), also when ``classification_labels`` is present.
 
 Arrays are cast in place where the dtype already fits; casts replace the entry in ``raw`` so
 that only one copy of each array stays alive.

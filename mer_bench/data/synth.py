@@ -1,6 +1,6 @@
 """The embedded synthetic dataset ``synth``: a deterministic generator of MMSA-format files.
 
-The files follow ``reference/DATA.md`` exactly and are written with the real files'
+The files follow docs/architecture.md (Data) exactly and are written with the real files'
 serialisers (pickle for IID and cross-dataset, joblib for OOD), so that ``synth`` goes through
 the same safe loader and schema checks as MOSI/MOSEI. Layout under the returned root::
 
@@ -35,7 +35,7 @@ What the generator puts in each sample (all of it a pure function of the config)
   label sign with probability ``iid_bias_agreement`` (a moderate shortcut). IID files are a
   random subset of the pool; OOD files re-partition the pool so that train/valid keep a strong
   agreement (``ood_train_agreement``) and test the reverse (``ood_test_agreement``): the
-  word-label shortcut that CIDer's counterfactual branch targets (CIDER.md §8). The binary and
+  word-label shortcut that CIDer's counterfactual branch targets (docs/cider.md). The binary and
   seven OOD files are two independent re-partitions.
 - Shapes (:class:`SynthShape`): ``small`` is the default config; ``mosi`` and ``mosei`` set the
   real corpora's split sizes and per-sample shapes (text 50 × 768 features, unaligned audio

@@ -110,7 +110,7 @@ class Split:
 
 
 def seven_class_labels(scores: np.ndarray) -> np.ndarray:
-    """round(clip(score, -3, 3)) + 3 with NumPy's round-half-to-even (CIDER.md Q-21)."""
+    """round(clip(score, -3, 3)) + 3 with NumPy's round-half-to-even (docs/cider.md, Q-21)."""
     return (np.round(np.clip(scores.astype(np.float64), -3.0, 3.0)) + 3).astype(np.int64)
 
 

@@ -11,14 +11,14 @@ import pandas as pd
 
 from mer_bench.errors import ConfigError, DataError
 from mer_bench.metrics import Aggregate, CurveWeights
-from mer_bench.protocol import Task
+from mer_bench.protocol import Task, TauSelection
 from mer_bench.report.stats import MetricView, metric_view
 from mer_bench.store import ResultsStore
 
 PRIMARY = "primary"
 """Pseudo-selection: each row the run marked as its headline (``is_primary``)."""
-ORACLE = "test-oracle"
-VALID = "valid"
+ORACLE = TauSelection.TEST_ORACLE.value
+VALID = TauSelection.VALID.value
 AUILC = Aggregate.AUILC.value
 NATIVE = "native"
 
@@ -80,7 +80,7 @@ def model_order(frame: pd.DataFrame, models: Sequence[str] | None = None) -> lis
 
 
 def oracle_models(frame: pd.DataFrame) -> list[str]:
-    """Models whose headline rows use the test-oracle τ (CIDER.md §12, Q-3)."""
+    """Models whose headline rows use the test-oracle τ (docs/cider.md, Q-3)."""
     rows = frame[frame["is_primary"] & (frame["selection"] == ORACLE)]
     return sorted(set(rows["model"]))
 

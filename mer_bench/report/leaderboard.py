@@ -27,7 +27,7 @@ from mer_bench.errors import ConfigError, DataError, MerBenchError
 from mer_bench.metrics import Aggregate, mean_sd
 from mer_bench.params import read_json_file, shorten
 from mer_bench.protocol import PROTOCOL_VERSION, RATES, DataSetting, Mode, Task
-from mer_bench.report.data import PRIMARY, seed_auilc, seed_relative_robustness, select
+from mer_bench.report.data import ORACLE, PRIMARY, seed_auilc, seed_relative_robustness, select
 
 SCHEMA = "mer_bench.leaderboard/1"
 
@@ -133,7 +133,7 @@ def provenance_key(entry: dict) -> tuple:
         len(entry.get("seeds") or ()),
         int(prov.get("n_cells") or 0),
         prov.get("git_hash") not in (None, "", "unknown"),
-        selection != "test-oracle",
+        selection != ORACLE,
         str(prov.get("date") or ""),
     )
 
@@ -151,7 +151,7 @@ def merge_entry(root: Path, entry: dict, *, force: bool = False) -> MergeOutcome
 
     ``reported`` figures already in the file are always carried over.
     """
-    data = DataSetting.parse("/".join(entry["setting"][k] for k in _SETTING_KEYS))
+    data = DataSetting.from_dict(entry["setting"])
     path = entry_path(root, data, entry["model"])
     old = read_entry(path) if path.is_file() else None
     if old is not None:
@@ -165,9 +165,6 @@ def merge_entry(root: Path, entry: dict, *, force: bool = False) -> MergeOutcome
     if old is None:
         return MergeOutcome(path, "new", _describe(entry))
     return MergeOutcome(path, "updated", f"{_describe(old)} -> {_describe(entry)}")
-
-
-_SETTING_KEYS = ("dataset", "distribution", "alignment", "task")
 
 
 def _describe(entry: dict) -> str:
@@ -241,9 +238,9 @@ def check_entry(entry: dict) -> None:
     _need(isinstance(entry.get("model"), str) and 0 < len(entry["model"]) <= 200, "model")
     setting = entry.get("setting")
     _need(isinstance(setting, dict), "'setting' must be an object")
-    _need(all(isinstance(setting.get(k), str) for k in _SETTING_KEYS), "setting fields")
+    _need(all(isinstance(setting.get(k), str) for k in DataSetting.AXES), "setting fields")
     try:
-        DataSetting.parse("/".join(setting[k] for k in _SETTING_KEYS))
+        DataSetting.from_dict(setting)
     except MerBenchError as exc:
         raise _SchemaError(f"setting: {exc}") from None
     seeds = entry.get("seeds", [])
@@ -366,7 +363,7 @@ def _empty_entry(model: str, data: DataSetting) -> dict:
     return {
         "schema": SCHEMA,
         "model": model,
-        "setting": dict(zip(_SETTING_KEYS, data.id.split("/"))),
+        "setting": data.as_dict(),
         "protocol_version": PROTOCOL_VERSION,
         "selection": None,
         "seeds": [],
@@ -517,7 +514,7 @@ def render_all(root: Path) -> list[Path]:
     entries = load_entries(root)
     by_setting: dict[str, list[dict]] = {}
     for e in entries:
-        key = "/".join(e["setting"][k] for k in _SETTING_KEYS)
+        key = DataSetting.from_dict(e["setting"]).id
         by_setting.setdefault(key, []).append(e)
     written = []
     sections = []

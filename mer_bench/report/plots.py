@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from mer_bench.errors import ConfigError, DataError
-from mer_bench.metrics import LOWER_IS_BETTER, auilc, mean_sd
+from mer_bench.metrics import auilc, higher_is_better, mean_sd
 from mer_bench.params import shorten
 from mer_bench.protocol import CONDITIONS, RATES, Mode, Task
 from mer_bench.report.data import (
@@ -333,7 +333,7 @@ def smm_heatmap(rows_d: pd.DataFrame, data_id: str, opts: PlotOptions, out: Path
     models = model_order(rows_s, opts.models or None)
     table = rows_s.groupby(["model", "condition"])[metric].mean().unstack("condition")
     table = table.reindex(index=models, columns=list(CONDITIONS)) * _scale(metric)
-    cmap = "viridis_r" if metric in LOWER_IS_BETTER else "viridis"
+    cmap = "viridis" if higher_is_better(metric) else "viridis_r"
     with plt.rc_context({**STYLE, "axes.grid": False}):
         fig, ax = plt.subplots(figsize=(COLUMN_IN, 0.45 * len(models) + 1.0))
         values = table.to_numpy(dtype=np.float64)
@@ -345,7 +345,7 @@ def smm_heatmap(rows_d: pd.DataFrame, data_id: str, opts: PlotOptions, out: Path
         mid = (finite.min() + finite.max()) / 2 if finite.size else 0.0
         for (i, j), v in np.ndenumerate(values):
             if np.isfinite(v):
-                light = (v < mid) != (metric in LOWER_IS_BETTER)
+                light = (v < mid) == higher_is_better(metric)
                 ax.text(
                     j,
                     i,
@@ -406,7 +406,7 @@ def auilc_bars(rows_d: pd.DataFrame, data_id: str, opts: PlotOptions, out: Path)
         ax.set_xticks(range(len(modes)), [m.value for m in modes])
         ax.set_ylabel(f"AUILC of {_axis_label(metric)}")
         finite = [v for v in (s[0] * scale for s in stats.values()) if math.isfinite(v)]
-        if finite and metric not in LOWER_IS_BETTER:
+        if finite and higher_is_better(metric):
             ax.set_ylim(
                 max(0.0, min(finite) - 15), min(100.0, max(finite) + 8) if scale > 1 else None
             )
@@ -488,7 +488,7 @@ def rank_result(rows: pd.DataFrame, metric: str, models: Sequence[str]) -> RankR
     """Friedman/Nemenyi over every cell (seed-averaged) where all ``models`` have a value."""
     table = rows.groupby(["cell_id", "model"])[metric].mean().unstack("model")
     table = table.reindex(columns=list(models)).dropna()
-    return friedman_nemenyi(models, table.to_numpy(), metric not in LOWER_IS_BETTER)
+    return friedman_nemenyi(models, table.to_numpy(), higher_is_better(metric))
 
 
 # --------------------------------------------------------------------------- driver

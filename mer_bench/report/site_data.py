@@ -259,27 +259,16 @@ def model_size(model: str, data_id: str, params: Mapping | None = None) -> Model
     Real data uses the published file dimensions and BERT-base shapes (no weights); synthetic
     data the default synthetic files and the tiny random text encoder of a plain ``run``.
     """
-    from mer_bench.adapters import AdapterContext, get_adapter
-    from mer_bench.protocol import Dataset
+    from mer_bench.adapters import get_adapter
+    from mer_bench.api import build_adapter
     from mer_bench.runner import preset_name
-    from mer_bench.text_encoder import BERT_BASE_SHAPE
 
     setting = DataSetting.parse(data_id)
-    cls = get_adapter(model)
-    built_from = "stored run parameters"
+    built_from, preset = "stored run parameters", None
     if params is None:
-        preset = preset_name(cls, setting.dataset)
-        params = cls.resolve_params(preset, {})
+        preset = preset_name(get_adapter(model), setting.dataset)
         built_from = f"preset {preset}"
-    if setting.dataset is Dataset.SYNTH:
-        from mer_bench.data.loaders import load_bundle
-
-        spec, encoder = load_bundle(setting).spec, None
-    else:
-        from mer_bench.data.dims import published_spec
-
-        spec, encoder = published_spec(setting), BERT_BASE_SHAPE
-    adapter = cls(AdapterContext.create(spec, params, data=setting, text_encoder=encoder))
+    adapter = build_adapter(model, setting, params=params, preset=preset)
     prefixes = tuple(getattr(adapter, "text_encoder_prefixes", ("text_model.", "text_encoder.")))
     named = dict(adapter.model.named_parameters())
     text = sum(p.numel() for k, p in named.items() if k.startswith(prefixes))

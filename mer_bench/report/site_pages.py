@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from mer_bench.errors import MerBenchError
-from mer_bench.metrics import LOWER_IS_BETTER
+from mer_bench.metrics import LOWER_IS_BETTER, higher_is_better
 from mer_bench.protocol import CONDITIONS, RATES, DataSetting, Mode, Task
 from mer_bench.report.data import AUILC
 from mer_bench.report.leaderboard import (
@@ -200,7 +200,7 @@ class _Board:
 
 def _board(data_id: str, entries: Sequence[SiteEntry], data: SiteData) -> _Board:
     metric = _headline(DataSetting.parse(data_id).task)
-    lower = metric in LOWER_IS_BETTER
+    lower = not higher_is_better(metric)
 
     def order(s: SiteEntry) -> tuple[int, float]:
         v = rank_value(s.entry, metric)
@@ -808,7 +808,7 @@ def index_page(data: SiteData, by_setting: dict[str, list[SiteEntry]], exports: 
         scores = [x for x in scores if not math.isnan(x[0])]
         best = ""
         if scores:
-            pick = min if metric in LOWER_IS_BETTER else max
+            pick = max if higher_is_better(metric) else min
             v, name = pick(scores)
             best = f"{name} ({_stat_text({'mean': v}, metric)})"
         n_reported = sum(len(s.entry.get("reported") or []) for s in entries)

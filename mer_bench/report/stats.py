@@ -1,7 +1,7 @@
 """Statistics for reports: paired tests on identical masks, bootstrap CIs, Holm, ASO, CD ranks.
 
 Everything works on *pairs* (seed, sample): every model of a cell saw the same masks for the same
-seed (DESIGN.md §3), so model A's prediction for sample i under seed s is paired with model B's.
+seed (docs/architecture.md), so model A's prediction for sample i under seed s is paired with model B's.
 
 Metrics are re-computed from stored per-sample predictions through :class:`MetricView`, which
 turns a stored (labels, scores) pair into what one metric compares: a truth code and a predicted
@@ -20,7 +20,7 @@ import numpy as np
 from scipy import stats as sps
 
 from mer_bench.errors import ConfigError
-from mer_bench.metrics import LOWER_IS_BETTER, CurveWeights, curve_weights
+from mer_bench.metrics import CurveWeights, curve_weights, higher_is_better
 from mer_bench.protocol import Task
 
 _NEG, _NEU, _POS = 0, 1, 2
@@ -63,13 +63,13 @@ class MetricView:
 
     @property
     def higher_is_better(self) -> bool:
-        return self.metric not in LOWER_IS_BETTER
+        return higher_is_better(self.metric)
 
 
 def metric_view(task: Task, metric: str, labels: np.ndarray, scores: np.ndarray) -> MetricView:
     """Build the per-sample view of ``metric`` from labels (..., N) and scores (..., N[, C]).
 
-    The decision rules are those of :mod:`mer_bench.metrics` (CIDER.md §11.3, DATA.md).
+    The decision rules are those of :mod:`mer_bench.metrics` (docs/cider.md, docs/architecture.md).
     """
     if metric not in task.info.metrics:
         raise ConfigError(

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from mer_bench.errors import ConfigError
-from mer_bench.metrics import LOWER_IS_BETTER, Aggregate, CurveWeights, mean_sd
+from mer_bench.metrics import Aggregate, CurveWeights, higher_is_better, mean_sd
 from mer_bench.protocol import CONDITIONS, Mode, Task, canonical_rate
 from mer_bench.report.data import (
     ORACLE,
@@ -111,7 +111,7 @@ class Table:
 
     @property
     def higher_is_better(self) -> bool:
-        return self.metric not in LOWER_IS_BETTER
+        return higher_is_better(self.metric)
 
     def caption(self) -> str:
         scale = "" if self.metric in RAW_SCALE else " (%)"
@@ -125,7 +125,7 @@ class Table:
         if self.oracle:
             text += (
                 f" Test-oracle τ for {', '.join(self.oracle)}: τ maximised per metric on test "
-                "labels (the paper's protocol, CIDER.md §12 Q-3), not a held-out choice."
+                "labels (the paper's protocol, docs/cider.md, Q-3), not a held-out choice."
             )
         return text
 
@@ -230,6 +230,16 @@ def build_tables(frame: pd.DataFrame, preds: Predictions, opts: TableOptions) ->
     """Every (data setting, metric) table of the selected results, tests included."""
     rows_all = select(frame, opts.selection)
     rates = tuple(canonical_rate(r) for r in opts.rates)
+    tasks = sorted({Task(t) for t in rows_all["task"]}, key=list(Task).index)
+    reported = {m for t in tasks for m in t.info.metrics}
+    missing = [m for m in opts.metrics if m not in reported]
+    if missing:
+        valid = ", ".join(dict.fromkeys(m for t in tasks for m in t.info.metrics))
+        raise ConfigError(
+            f"metric {', '.join(map(repr, missing))} is not reported for "
+            f"{'task' if len(tasks) == 1 else 'tasks'} {', '.join(t.value for t in tasks)} in "
+            f"these results; valid: {valid}"
+        )
     tables = []
     for data_id in sorted(set(rows_all["data_id"])):
         rows_d = rows_all[rows_all["data_id"] == data_id]
@@ -245,10 +255,7 @@ def build_tables(frame: pd.DataFrame, preds: Predictions, opts: TableOptions) ->
             models = [baseline, *[m for m in models if m != baseline]]
         for metric in opts.metrics or task.info.curve_metrics:
             if metric not in task.info.metrics:
-                raise ConfigError(
-                    f"metric {metric!r} is not reported for task {task.value}; "
-                    f"valid: {', '.join(task.info.metrics)}"
-                )
+                continue  # e.g. non0_acc2 on a seven-class setting: tables where it exists
             tables.append(
                 _build_one(rows_d, preds, task, data_id, metric, models, baseline, rates, opts)
             )
@@ -312,7 +319,7 @@ def _build_one(rows_d, preds, task, data_id, metric, models, baseline, rates, op
                 entries[(model, col)] = entry
         blocks.append(Block(mode.value, columns, entries))
     reject, adjusted = holm([e.comparison.p_value for _, _, e in pending], opts.alpha)
-    sign = 1 if metric not in LOWER_IS_BETTER else -1
+    sign = 1 if higher_is_better(metric) else -1
     for (b, key, entry), rej, p_adj in zip(pending, reject, adjusted):
         better = sign * entry.comparison.diff > 0
         mark = (1 if better else -1) if rej else 0
@@ -390,16 +397,19 @@ def fmt_p(p: float) -> str:
     return f"{p:.2g}" if p < 0.01 else f"{p:.3f}"
 
 
-def _best(table: Table, block: Block, col: str) -> str | None:
+def _best(table: Table, block: Block, col: str) -> frozenset[str]:
+    """The models to print in bold in a column: every model whose mean, as printed, equals the
+    best printed mean (ties are all marked); none when fewer than two models have a value."""
     means = {
         m: block.entries[(m, col)].mean
         for m in table.models
         if (m, col) in block.entries and math.isfinite(block.entries[(m, col)].mean)
     }
     if len(means) < 2:
-        return None
+        return frozenset()
     pick = max if table.higher_is_better else min
-    return pick(means, key=means.get)
+    shown = fmt_value(table.metric, means[pick(means, key=means.get)], math.nan)
+    return frozenset(m for m, v in means.items() if fmt_value(table.metric, v, math.nan) == shown)
 
 
 def _mark(entry: Entry) -> str:
@@ -428,7 +438,7 @@ def render_markdown(tables: Sequence[Table]) -> str:
                         cells.append("–")
                         continue
                     v = fmt_value(t.metric, e.mean, e.sd) + _mark(e)
-                    cells.append(f"**{v}**" if best[c] == m else v)
+                    cells.append(f"**{v}**" if m in best[c] else v)
                 name = f"{m} (baseline)" if m == t.baseline else m
                 out.write(_md_row([name, *cells]) + "\n")
             out.write("\n")
@@ -532,7 +542,7 @@ def render_latex(tables: Sequence[Table]) -> str:
                         cells.append("--")
                         continue
                     v = latex_escape(fmt_value(t.metric, e.mean, e.sd))
-                    v = f"\\textbf{{{v}}}" if best[c] == m else v
+                    v = f"\\textbf{{{v}}}" if m in best[c] else v
                     cells.append(v + latex_escape(_mark(e)))
                 name = latex_escape(m) + (" (base)" if m == t.baseline else "")
                 out.write(" & ".join([name, *cells, *pad]) + " \\\\\n")
@@ -687,7 +697,7 @@ def build_tau_comparison(
 
 TAU_NOTE = (
     "valid: τ chosen on the validation split under the same cell (honest default). test-oracle: "
-    "τ maximised per metric on test labels (the paper's protocol, CIDER.md §12 Q-3). Optimism = "
+    "τ maximised per metric on test labels (the paper's protocol, docs/cider.md, Q-3). Optimism = "
     "test-oracle − valid; 95% CI from a paired bootstrap over seeds and samples of the stored "
     "predictions (test-oracle predictions are stored under the selection metric's τ)."
 )
@@ -701,8 +711,8 @@ def render_tau(rows: Sequence[TauRow], fmt: str) -> str:
             "metric": r.metric,
             "mode": r.mode,
             "column": r.column,
-            "valid": fmt_value(r.metric, *r.valid),
-            "test-oracle": fmt_value(r.metric, *r.oracle),
+            VALID: fmt_value(r.metric, *r.valid),
+            ORACLE: fmt_value(r.metric, *r.oracle),
             "optimism [95% CI]": fmt_diff(
                 r.metric, Comparison(r.optimism, r.ci_low, r.ci_high, math.nan)
             ),

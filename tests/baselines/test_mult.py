@@ -190,7 +190,7 @@ def test_state_dict_matches_reference_table(tsv, preset, dims, aligned, params, 
 @pytest.mark.parametrize(
     ("preset", "dims", "overrides", "expected"),
     [
-        ("mosei", (768, 74, 35), {}, 982_951),  # MMSA MOSEI (MULT.md §11, extra row)
+        ("mosei", (768, 74, 35), {}, 982_951),  # MMSA MOSEI (docs/baselines.md, extra row)
         ("paper", (300, 5, 20), {}, 1_539_241),  # paper Table 5 MOSI geometry
         ("paper", (300, 5, 20), {"conv_kernel_l": 3}, 1_563_241),
         ("paper_mosei", (300, 74, 35), {}, 1_549_321),
@@ -280,7 +280,7 @@ def _reference_table(rows: int, dim: int) -> torch.Tensor:
 
 
 def _reference_encoder(enc: TransformerEncoder, x_in, x_k=None, pos=True) -> torch.Tensor:
-    """MULT.md §4–§6 written out literally, time-major (T, B, E)."""
+    """docs/baselines.md written out literally, time-major (T, B, E)."""
     dim = x_in.shape[-1]
 
     def embed(t):
@@ -360,7 +360,7 @@ def test_forward_matches_literal_specification():
     text = torch.randn(2, 10, 7)
     audio = torch.randn(2, 17, 5)
     audio[:, 13:] = 0.0  # right padding: exact-zero conv outputs get position index 0
-    vision = torch.randn(2, 9, 6)  # T'_v = 8 < T'_l = 10: partially masked (§6.1)
+    vision = torch.randn(2, 9, 6)  # T'_v = 8 < T'_l = 10: partially masked
     with torch.no_grad():
         ours = model(text, audio, vision)["M"]
         ref = _reference_mult(model, text, audio, vision)
@@ -383,7 +383,7 @@ def test_key_and_value_get_independent_embedding_dropout(monkeypatch):
     query, source = torch.randn(2, 5, 8), torch.randn(2, 7, 8)
     enc.train()
     enc(query, source, source)
-    assert len(calls) == 3  # query, key and value each draw their own mask (§4.1)
+    assert len(calls) == 3  # query, key and value each draw their own mask
     calls.clear()
     enc.eval()
     enc(query, source, source)

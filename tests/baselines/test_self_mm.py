@@ -1,4 +1,4 @@
-"""Self-MM baseline: reference parity (reference/SELFMM.md), ULGM algebra and adapter behaviour."""
+"""Self-MM baseline: reference parity (docs/baselines.md), ULGM algebra and adapter behaviour."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from mer_bench.data.types import CLS_ID, SEP_ID, DataSpec, Split
 from mer_bench.errors import AdapterError, ConfigError
 from mer_bench.protocol import Task
 
-# reference/selfmm_state_dict_mmsa_mosi_unaligned.tsv (MMSA SELF_MM, MOSI hp, audio 5 / vision 20,
+# the reference table selfmm_state_dict_mmsa_mosi_unaligned.tsv (MMSA SELF_MM, MOSI hp, audio 5 / vision 20,
 # everything under text_model. excluded), kept inline so the test needs no shared folder.
 REFERENCE_TSV = """\
 audio_model.rnn.weight_ih_l0	64x5	param
@@ -190,7 +190,7 @@ def predict(adapter: SelfMMAdapter, batch: Batch) -> dict[str, torch.Tensor]:
 @pytest.fixture(scope="module")
 def bert768(tmp_path_factory: pytest.TempPathFactory) -> str:
     """A local HF folder with a 768-wide, 1-layer BERT (small vocab): the reference's geometry
-    for everything outside BERT, as in SELFMM.md §8."""
+    for everything outside BERT, as in docs/baselines.md"""
     import transformers
 
     folder = tmp_path_factory.mktemp("bert768")
@@ -210,7 +210,7 @@ def non_bert(adapter: SelfMMAdapter) -> dict[str, torch.Tensor]:
     return {k: v for k, v in adapter.model.state_dict().items() if not k.startswith("text_model.")}
 
 
-# --------------------------------------------------------------------------- parity (§8)
+# --------------------------------------------------------------------------- parity
 
 
 def test_state_dict_matches_reference_table(bert768: str) -> None:
@@ -236,9 +236,9 @@ def test_state_dict_matches_reference_table(bert768: str) -> None:
 @pytest.mark.parametrize(
     ("preset", "audio_dim", "vision_dim", "expected"),
     [
-        ("mosei", 74, 35, 165_668),  # §8 table, MOSEI TSV row
-        ("orig", 5, 20, 206_980),  # §8: Self-MM repo hp, MOSI
-        ("orig_mosei", 74, 35, 172_532),  # §8: Self-MM repo hp, MOSEI
+        ("mosei", 74, 35, 165_668),  # MOSEI TSV row
+        ("orig", 5, 20, 206_980),  # Self-MM repo hp, MOSI
+        ("orig_mosei", 74, 35, 172_532),  # Self-MM repo hp, MOSEI
     ],
 )
 def test_parameter_counts_of_other_configs(
@@ -256,7 +256,7 @@ def test_parameter_groups_follow_mmsa() -> None:
     groups = adapter.configure_optimizer().param_groups
     assert len(groups) == 5
     layers = adapter.model.text_model.model.config.num_hidden_layers
-    # bert-base (12 layers) gives 76 / 123 tensors (§5.1); the same naming rule gives 4+6L / 3+10L.
+    # bert-base (12 layers) gives 76 / 123 tensors; the same naming rule gives 4+6L / 3+10L.
     assert len(groups[0]["params"]) == 4 + 6 * layers
     assert len(groups[1]["params"]) == 3 + 10 * layers
     p = adapter.ctx.params
@@ -290,7 +290,7 @@ def test_presets_and_registry() -> None:
         SelfMMAdapter.resolve_params("mosi", {"learning_rate_bertt": 1.0})
 
 
-# --------------------------------------------------------------------------- ULGM (§3)
+# --------------------------------------------------------------------------- ULGM
 
 
 def test_centres_exclude_zero_labels_and_use_own_pseudo_labels() -> None:
@@ -412,7 +412,7 @@ def test_loss_weights_are_tanh_of_label_gap() -> None:
     assert torch.allclose(w, expected)
 
 
-# --------------------------------------------------------------------------- trainer order (§3.2, §5)
+# --------------------------------------------------------------------------- trainer order
 
 
 def test_unimodal_losses_zero_in_epochs_1_and_2_then_nonzero() -> None:
@@ -487,7 +487,7 @@ def test_gradient_accumulation_steps_every_group_and_drops_the_tail() -> None:
 
 
 def test_accumulated_step_uses_summed_gradients() -> None:
-    # The gradient at the step is the sum of the group's batch-mean gradients (§5.3).
+    # The gradient at the step is the sum of the group's batch-mean gradients.
     adapter, split = make_adapter(update_epochs=2, post_fusion_dropout=0.0)
     tensors = SplitTensors(split, Task.REGRESSION)
     adapter.setup(split)

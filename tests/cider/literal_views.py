@@ -1,4 +1,4 @@
-"""The literal seven-view MMMA of the reference (reference/CIDER.md §3.2.3): the parity oracle.
+"""The literal seven-view MMMA of the reference (docs/cider.md): the parity oracle.
 
 Each restricted view clones the 3n×3n scores, adds an additive mask written as the reference's
 union of −1e9 blocks (assigned, not summed), zeroes the values outside the view, takes a float32

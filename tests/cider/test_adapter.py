@@ -40,6 +40,8 @@ def test_registry_and_knobs() -> None:
     assert get_adapter("cider") is CIDerAdapter
     assert get_adapter("cider_fixed") is CIDerFixedAdapter
     assert len(TAU_GRID) == 31 and TAU_GRID[3] == 0.3 and TAU_GRID[-1] == 3.0
+    assert TAU_GRID[0] == 0.0 and all(g == round(g, 1) for g in TAU_GRID)
+    np.testing.assert_allclose(TAU_GRID, np.arange(0, 3.1, 0.1), rtol=0, atol=1e-12)
     assert CIDerAdapter.knob_grid["tau"] == TAU_GRID
     assert CIDerAdapter.default_knobs == {"tau": 0.0}
     for preset in CIDerAdapter.presets.values():

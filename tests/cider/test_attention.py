@@ -1,4 +1,4 @@
-"""Compression attention and the seven-view MMMA (CIDER.md §3.1, §3.2.3; §13 items 2–3)."""
+"""Compression attention and the seven-view MMMA (docs/cider.md)."""
 
 from __future__ import annotations
 

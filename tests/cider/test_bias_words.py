@@ -1,4 +1,4 @@
-"""Bias-word dictionary (CIDER.md §8.1, Q-9, Q-10) and counterfactual text (§8.2)."""
+"""Bias-word dictionary (docs/cider.md, Q-9, Q-10) and counterfactual text."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from cider.bias_words import (
     keep_table,
     load_or_build,
 )
+from mer_bench.protocol import DataSetting
 
 
 def _rows(*sentences: list[int], n: int = 8) -> np.ndarray:
@@ -74,9 +75,10 @@ def test_counterfactual_keeps_specials_and_bias_words() -> None:
 
 
 def test_cache_key_and_reuse(tmp_path) -> None:
-    path = bias_cache_path(tmp_path, "mosi", "ood", "unaligned", "binary", 100)
+    path = bias_cache_path(tmp_path, DataSetting.parse("mosi/ood/unaligned/binary"), 100)
     assert path.name == "cider_bias_mosi_ood_unaligned_binary_100.npz"
-    assert path != bias_cache_path(tmp_path, "mosi", "ood", "aligned", "binary", 100)
+    assert path.name == "cider_bias_mosi_ood_unaligned_binary_100.npz"
+    assert path != bias_cache_path(tmp_path, DataSetting.parse("mosi/ood/aligned/binary"), 100)
     ids = _rows([500, 501], [500])
     first = load_or_build(path, ids, np.array([0, 0]), 3, 100)
     assert path.is_file()

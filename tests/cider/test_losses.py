@@ -1,4 +1,4 @@
-"""Loss values against hand computation (CIDER.md §10.2 item 4; §13 item 6)."""
+"""Loss values against hand computation (docs/cider.md)."""
 
 from __future__ import annotations
 

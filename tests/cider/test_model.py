@@ -1,5 +1,5 @@
 """Whole-model behaviour: literal-view parity, the positional quirk, the causal head
-(CIDER.md §3.2.1, §3.4; §13 items 3–5)."""
+(docs/cider.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Prototypes and priors: the shipped files (CIDER.md §7.1–7.3) and computed ones (§7.4)."""
+"""Prototypes and priors: the shipped files (docs/cider.md) and computed ones."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import torch
 from cider.prototypes import class_prototypes, load_shipped, sample_vectors, shipped_paths
 from mer_bench.adapters import get_adapter
 from mer_bench.errors import DataError
-from mer_bench.protocol import Dataset, Task
+from mer_bench.protocol import Dataset, DataSetting, Task
 from tests.conftest import REFERENCE_DIR
 
 from .helpers import make_ctx, make_split
@@ -24,7 +24,8 @@ needs_files = pytest.mark.skipif(not ROOT.is_dir(), reason="reference .npy files
 @pytest.mark.parametrize("distribution", ["iid", "ood"])
 @pytest.mark.parametrize("task,classes", [("binary", 3), ("seven", 7)])
 def test_shipped_files_load(dataset: str, distribution: str, task: str, classes: int) -> None:
-    protos = load_shipped(ROOT, dataset, distribution, "unaligned", task, classes)
+    data = DataSetting.parse(f"{dataset}/{distribution}/unaligned/{task}")
+    protos = load_shipped(ROOT, data)
     assert protos.means.shape == (classes, DIMS[dataset])
     assert protos.means.dtype == np.float64
     assert abs(protos.prior.sum() - 1.0) < 1e-6
@@ -40,29 +41,32 @@ def test_shipped_files_load(dataset: str, distribution: str, task: str, classes:
 @pytest.mark.parametrize("dataset", ["mosi", "mosei"])
 @pytest.mark.parametrize("alignment", ["aligned", "unaligned"])
 def test_iid_identity_binary_equals_seven(dataset: str, alignment: str) -> None:
-    """Σ_k π_k μ_k is the train mean for both tasks (§7.3)."""
+    """Σ_k π_k μ_k is the train mean for both tasks."""
     mix = []
     for task, c in (("binary", 3), ("seven", 7)):
-        p = load_shipped(ROOT, dataset, "iid", alignment, task, c)
+        p = load_shipped(ROOT, DataSetting.parse(f"{dataset}/iid/{alignment}/{task}"))
+        assert p.means.shape[0] == c
         mix.append(p.prior @ p.means)
     scale = np.abs(mix[0]).max()
     assert np.abs(mix[0] - mix[1]).max() <= 1e-6 * scale
 
 
 @needs_files
-def test_cross_dataset_files_and_float64_prior_cast() -> None:
-    paths, prior = shipped_paths(ROOT, "mosi", "cross", "aligned", "binary", 3)
+def test_cross_dataset_files_and_float64_prior_cast(tmp_path) -> None:
+    cross = DataSetting.parse("mosi/cross/aligned/binary")
+    paths, prior = shipped_paths(ROOT, cross)
+    assert len(paths) == 3
     assert prior.name == "[cross_dataset]mosi_train_binary.npy"
     assert paths[2].name == "[cross_dataset]mosi_train_binary_aligned_2.npy"
     assert np.load(prior).dtype == np.float64
-    protos = load_shipped(ROOT, "mosi", "cross", "aligned", "binary", 3)
+    protos = load_shipped(ROOT, cross)
     assert protos.means.shape == (3, 964)
     # The prior goes through float32, as the reference loader casts it.
     assert np.array_equal(protos.prior, np.load(prior).astype(np.float32).astype(np.float64))
     with pytest.raises(DataError):
-        load_shipped(ROOT, "mosi", "iid", "unaligned", "binary", 3, proto_dim=964)
-    with pytest.raises(DataError):
-        load_shipped(ROOT, "mosi", "cross", "unaligned", "binary", 3)  # no such files
+        load_shipped(ROOT, DataSetting.parse("mosi/iid/unaligned/binary"), proto_dim=964)
+    with pytest.raises(DataError, match="not found"):
+        load_shipped(tmp_path, cross)  # no such files
 
 
 def test_computed_prototypes_are_class_means_with_padding_in_av_means() -> None:
@@ -128,7 +132,7 @@ def test_adapter_uses_shipped_files(monkeypatch: pytest.MonkeyPatch) -> None:
     opts = {"cider_prototypes": str(ROOT)}
     ad = get_adapter("cider")(make_ctx(split, options=opts, dataset=Dataset.MOSI))
     ad.setup(split)
-    shipped = load_shipped(ROOT, "mosi", "iid", "unaligned", "binary", 3)
+    shipped = load_shipped(ROOT, DataSetting.parse("mosi/iid/unaligned/binary"))
     assert torch.equal(ad._train_protos[0], torch.as_tensor(shipped.means).float())
     assert torch.equal(ad._train_protos[1], torch.as_tensor(shipped.prior).float())
     # Evaluation: mean of the train prototypes for every stratum, uniform prior (fix of Q-4).

@@ -1,4 +1,4 @@
-"""State-dict names, shapes, kinds and counts against the reference (CIDER.md §4, §13 item 1)."""
+"""State-dict names, shapes, kinds and counts against the reference (docs/cider.md item 1)."""
 
 from __future__ import annotations
 

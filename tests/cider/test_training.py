@@ -1,4 +1,4 @@
-"""The two-step training procedure (CIDER.md §10; §13 item 7) and a smoke run."""
+"""The two-step training procedure (docs/cider.md) and a smoke run."""
 
 from __future__ import annotations
 

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from mer_bench.cli import report
 from mer_bench.errors import ConfigError
 from mer_bench.report.data import Predictions, load_frame
 from mer_bench.report.leaderboard import merge_entry, read_entry, render_all
@@ -22,7 +23,6 @@ from mer_bench.report.tables import (
     render_markdown,
     render_tau,
 )
-from mer_bench.report_cli import add_leaderboard_parser, add_plot_parser, add_table_parser
 from mer_bench.store import ResultsStore
 from tests.report.helpers import labels, predictions, write_store
 
@@ -49,9 +49,7 @@ def tables(store_dir):
 def _cli(argv: list[str]) -> int:
     parser = argparse.ArgumentParser()
     sub = parser.add_subparsers()
-    add_table_parser(sub)
-    add_plot_parser(sub)
-    add_leaderboard_parser(sub)
+    report.register(sub)
     args = parser.parse_args(argv)
     return args.handler(args)
 

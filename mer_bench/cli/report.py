@@ -1,33 +1,68 @@
-"""``table``, ``plot`` and ``leaderboard``: argparse setup and handlers (wired in by cli.py)."""
+"""Reading results: ``export`` (CSV/Parquet), ``table``, ``plot``, ``leaderboard`` and ``site``."""
 
 from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+from mer_bench.cli._common import csv_list, parse_rates, positive
 from mer_bench.errors import ConfigError
+from mer_bench.export import metrics_frame, predictions_frame, write_frame
 from mer_bench.metrics import Aggregate
+from mer_bench.protocol import parse_enum
+from mer_bench.report.data import Predictions, load_frame
+from mer_bench.report.leaderboard import add_reported, entries_from_frame, merge_entry, render_all
+from mer_bench.report.plots import PlotOptions, load_reported_curves, make_plots
+from mer_bench.report.site import SiteOptions, build_site
+from mer_bench.report.tables import (
+    TableOptions,
+    build_tables,
+    build_tau_comparison,
+    render_csv,
+    render_latex,
+    render_markdown,
+    render_tau,
+)
+from mer_bench.store import ResultsStore
+from mer_bench.suites import SUITES
+
+
+def register(sub: Any) -> None:
+    """Add ``export``, ``plot``, ``table``, ``leaderboard`` and ``site`` to the subcommands."""
+    _add_export(sub)
+    _add_plot(sub)
+    _add_table(sub)
+    _add_leaderboard(sub)
+    _add_site(sub)
 
 
 def _csv(text: str | None) -> tuple[str, ...]:
-    return tuple(t.strip() for t in (text or "").split(",") if t.strip())
+    return tuple(csv_list(text))
 
 
-def _rates(text: str) -> tuple[float, ...]:
-    from mer_bench.protocol import canonical_rate
-
-    rates = tuple(canonical_rate(r) for r in _csv(text))
-    if not rates:
-        raise ConfigError("--rates needs at least one rate")
-    return rates
+# --------------------------------------------------------------------------- export
 
 
-def _positive(name: str, value: int) -> int:
-    if value < 1:
-        raise ConfigError(f"{name} must be >= 1; got {value}")
-    return value
+def _add_export(sub: Any) -> None:
+    p = sub.add_parser("export", help="results or per-sample predictions as CSV/Parquet")
+    p.add_argument("--results", default="results")
+    p.add_argument("--what", required=True, choices=["metrics", "predictions"])
+    p.add_argument("--format", default="csv", choices=["csv", "parquet"])
+    p.add_argument("--out", default=None, help="file (csv goes to stdout without it)")
+    p.set_defaults(handler=cmd_export)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    with ResultsStore(args.results, create=False) as store:
+        frame = metrics_frame(store) if args.what == "metrics" else predictions_frame(store)
+    text = write_frame(frame, args.format, Path(args.out) if args.out else None)
+    if text is not None:
+        sys.stdout.write(text)
+    else:
+        print(f"wrote {len(frame)} rows to {args.out}", file=sys.stderr)
+    return 0
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -48,13 +83,10 @@ def _common(p: argparse.ArgumentParser) -> None:
 # --------------------------------------------------------------------------- table
 
 
-def _aggregate(chosen: str | None, suites: tuple[str, ...]) -> Aggregate:
+def choose_aggregate(chosen: str | None, suites: tuple[str, ...]) -> Aggregate:
     """``--aggregate``, else the one aggregate of the store's suites, else AUILC."""
-    from mer_bench.protocol import parse_enum
-    from mer_bench.suites import SUITES
-
     if chosen is not None:
-        return parse_enum(Aggregate, chosen, "aggregate")  # type: ignore[return-value]
+        return parse_enum(Aggregate, chosen, "aggregate")
     found = {SUITES[s].aggregate for s in suites if s in SUITES}
     if len(found) > 1:
         raise ConfigError(
@@ -64,13 +96,13 @@ def _aggregate(chosen: str | None, suites: tuple[str, ...]) -> Aggregate:
     return found.pop() if found else Aggregate.AUILC
 
 
-def add_table_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+def _add_table(sub: Any) -> None:
     p = sub.add_parser(
         "table",
         help="paper-style tables with paired significance tests against a baseline",
         description="Rows = models, columns = rates (+ AUILC) per mode or SMM conditions; "
         "mean ± sd over seeds; paired permutation tests vs --baseline on identical masks, "
-        "Holm-corrected over each table; Δ with 95%% CI; ASO with ≥ 3 seeds.",
+        "Holm-corrected over each table; Δ with 95% CI; ASO with ≥ 3 seeds.",
     )
     _common(p)
     p.add_argument("--format", default="md", choices=["md", "latex", "csv"])
@@ -104,38 +136,25 @@ def add_table_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser
         help="valid-selected vs test-oracle τ side by side (models with a τ knob)",
     )
     p.set_defaults(handler=cmd_table)
-    return p
 
 
 def cmd_table(args: argparse.Namespace) -> int:
-    from mer_bench.report.data import Predictions, load_frame
-    from mer_bench.report.tables import (
-        TableOptions,
-        build_tables,
-        build_tau_comparison,
-        render_csv,
-        render_latex,
-        render_markdown,
-        render_tau,
-    )
-    from mer_bench.store import ResultsStore
-
     if not 0 < args.alpha < 1:
         raise ConfigError(f"--alpha must be in (0, 1); got {args.alpha}")
     with ResultsStore(args.results, create=False) as store:
         suites = tuple(store.suites())
     opts = TableOptions(
-        aggregate=_aggregate(args.aggregate, suites),
+        aggregate=choose_aggregate(args.aggregate, suites),
         suites=suites,
         robustness=not args.no_robustness,
         metrics=_csv(args.metric),
         baseline=args.baseline,
         models=_csv(args.models),
-        rates=_rates(args.rates),
+        rates=parse_rates(args.rates),
         selection=args.selection,
         alpha=args.alpha,
-        n_resamples=_positive("--resamples", args.resamples),
-        n_boot=_positive("--bootstrap", args.bootstrap),
+        n_resamples=positive("--resamples", args.resamples),
+        n_boot=positive("--bootstrap", args.bootstrap),
         seed=args.seed,
     )
     with ResultsStore(args.results, create=False) as store:
@@ -158,11 +177,11 @@ def cmd_table(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- plot
 
 
-def add_plot_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+def _add_plot(sub: Any) -> None:
     p = sub.add_parser(
         "plot",
         help="degradation curves, SMM heatmaps, AUILC bars, critical-difference diagram",
-        description="Figures as PNG and PDF: metric vs missing rate per mode with 95%% paired "
+        description="Figures as PNG and PDF: metric vs missing rate per mode with 95% paired "
         "bootstrap bands, SMM heatmap, AUILC bars, CD diagram (≥ 3 models).",
     )
     _common(p)
@@ -178,14 +197,9 @@ def add_plot_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "leaderboards/reported.json if present; 'none' to leave them out)",
     )
     p.set_defaults(handler=cmd_plot)
-    return p
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
-    from mer_bench.report.data import Predictions, load_frame
-    from mer_bench.report.plots import PlotOptions, load_reported_curves, make_plots
-    from mer_bench.store import ResultsStore
-
     metrics = _csv(args.metric)
     if len(metrics) > 1:
         raise ConfigError("plot takes one --metric")
@@ -197,11 +211,11 @@ def cmd_plot(args: argparse.Namespace) -> int:
         metric=metrics[0] if metrics else None,
         models=_csv(args.models),
         selection=args.selection,
-        n_boot=_positive("--bootstrap", args.bootstrap),
+        n_boot=positive("--bootstrap", args.bootstrap),
         seed=args.seed,
         formats=formats,
-        dpi=_positive("--dpi", args.dpi),
-        reported=_reported_curves(args.reported, load_reported_curves),
+        dpi=positive("--dpi", args.dpi),
+        reported=_reported_curves(args.reported),
     )
     with ResultsStore(args.results, create=False) as store:
         paths = make_plots(load_frame(store), Predictions(store), opts, Path(args.out))
@@ -211,19 +225,19 @@ def cmd_plot(args: argparse.Namespace) -> int:
     return 0
 
 
-def _reported_curves(choice: str | None, load: Callable[[Path], tuple]) -> tuple:
+def _reported_curves(choice: str | None) -> tuple:
     if choice == "none":
         return ()
     path = Path(choice) if choice else Path("leaderboards") / "reported.json"
     if choice and not path.is_file():
         raise ConfigError(f"--reported {path} does not exist")
-    return load(path) if path.is_file() else ()
+    return load_reported_curves(path) if path.is_file() else ()
 
 
 # --------------------------------------------------------------------------- leaderboard
 
 
-def add_leaderboard_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+def _add_leaderboard(sub: Any) -> None:
     p = sub.add_parser(
         "leaderboard",
         help="merge results into leaderboards/ and render its Markdown tables",
@@ -248,19 +262,9 @@ def add_leaderboard_parser(sub: argparse._SubParsersAction) -> argparse.Argument
         "--force", action="store_true", help="replace entries even with worse provenance"
     )
     p.set_defaults(handler=cmd_leaderboard)
-    return p
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
-    from mer_bench.report.data import load_frame
-    from mer_bench.report.leaderboard import (
-        add_reported,
-        entries_from_frame,
-        merge_entry,
-        render_all,
-    )
-    from mer_bench.store import ResultsStore
-
     root = Path(args.root)
     root.mkdir(parents=True, exist_ok=True)
     if not args.render_only:
@@ -279,4 +283,84 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
             print(f"{outcome.action}\t{outcome.path}\t{outcome.reason}")
     for path in render_all(root):
         print(f"rendered\t{path}")
+    return 0
+
+
+# --------------------------------------------------------------------------- site
+
+
+def _add_site(sub: Any) -> None:
+    p = sub.add_parser(
+        "site",
+        help="a static results site (leaderboards, curves, significance) that opens offline",
+        description="Self-contained HTML pages: a sortable, filterable leaderboard per data "
+        "setting with the significance marks of `table`, interactive degradation curves and "
+        "SMM heatmaps, a page per model and CSV downloads. No network is needed to view it.",
+    )
+    p.add_argument(
+        "--results",
+        action="extend",
+        nargs="+",
+        default=None,
+        metavar="DIR",
+        help="results folder(s) (default: none)",
+    )
+    p.add_argument(
+        "--leaderboards",
+        default=None,
+        metavar="DIR",
+        help="leaderboard folder (default: leaderboards if it exists; 'none' to leave it out)",
+    )
+    p.add_argument("--out", default="site", help="output folder (default site)")
+    p.add_argument("--baseline", default=None, help="reference model of the significance tests")
+    p.add_argument("--alpha", type=float, default=0.05, help="family-wise α (default 0.05)")
+    p.add_argument("--resamples", type=int, default=9999, help="permutations per test")
+    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap draws per table CI")
+    p.add_argument(
+        "--curve-bootstrap", type=int, default=500, help="bootstrap draws per curve band point"
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of the resampling")
+    p.add_argument(
+        "--no-significance", action="store_true", help="skip the permutation tests (faster)"
+    )
+    p.add_argument(
+        "--no-model-sizes",
+        action="store_true",
+        help="skip building each model to count its parameters (model pages)",
+    )
+    p.set_defaults(handler=cmd_site)
+
+
+def cmd_site(args: argparse.Namespace) -> int:
+    if not 0 < args.alpha < 1:
+        raise ConfigError(f"--alpha must be in (0, 1); got {args.alpha}")
+    for name, value in (
+        ("--resamples", args.resamples),
+        ("--bootstrap", args.bootstrap),
+        ("--curve-bootstrap", args.curve_bootstrap),
+    ):
+        if value < 1:
+            raise ConfigError(f"{name} must be >= 1; got {value}")
+    if args.leaderboards is None:
+        boards = Path("leaderboards") if Path("leaderboards").is_dir() else None
+    elif args.leaderboards.lower() == "none":
+        boards = None
+    else:
+        boards = Path(args.leaderboards)
+    opts = SiteOptions(
+        results=tuple(Path(r) for r in args.results or ()),
+        leaderboards=boards,
+        baseline=args.baseline,
+        alpha=args.alpha,
+        n_resamples=args.resamples,
+        n_boot=args.bootstrap,
+        n_boot_curves=args.curve_bootstrap,
+        seed=args.seed,
+        significance=not args.no_significance,
+        model_sizes=not args.no_model_sizes,
+    )
+    out = Path(args.out)
+    pages = build_site(opts, out)
+    print(f"wrote {len(pages)} pages under {out}; open {pages[0]}", file=sys.stderr)
+    print(pages[0])
     return 0

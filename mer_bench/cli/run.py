@@ -1,25 +1,205 @@
-"""``run``: progress display and the closing summary around ``mer_bench.runner``."""
+"""``run`` (train every setting, evaluate every cell, with progress and a closing summary),
+``protocols`` (the cell ids a selector selects) and ``suites`` (the named protocol suites)."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import math
+import os
 import resource
 import sys
 import time
 from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
+import torch
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+from mer_bench.adapters import get_adapter
+from mer_bench.api import protocol_and_seeds
+from mer_bench.cli._common import csv_list, overrides, parse_seeds, values
 from mer_bench.errors import ConfigError
-from mer_bench.runner import Hooks, RunOptions, execute, plan
+from mer_bench.metrics import Aggregate
+from mer_bench.params import read_params_file
+from mer_bench.protocol import (
+    Cell,
+    Dataset,
+    DataSetting,
+    Executor,
+    MaskRng,
+    Precision,
+    Task,
+    TauSelection,
+    parse_enum,
+    select_cells,
+)
+from mer_bench.report.data import with_systems
+from mer_bench.runner import (
+    Hooks,
+    RunOptions,
+    SettingOutcome,
+    SettingPlan,
+    execute,
+    plan,
+    resolve_device,
+)
+from mer_bench.store import ResultsStore
+from mer_bench.suites import SUITES, get_suite
+from mer_bench.text_encoder import quiet_third_party
+from mer_bench.tune import default_storage, params_from_study
 
 
-def _options(args: argparse.Namespace) -> RunOptions:
-    from mer_bench.cli import _csv, _overrides, _seeds
-    from mer_bench.protocol import Dataset, parse_enum
+def register(sub: Any) -> None:
+    """Add ``run``, ``protocols`` and ``suites`` to the subcommands."""
+    p = sub.add_parser(
+        "run",
+        help="train every setting once and evaluate every protocol cell",
+        description="Train each model once per training setting and seed, evaluate "
+        "it in every selected protocol cell, store per-sample predictions.",
+    )
+    p.add_argument(
+        "--models", default="cider,mult", help="comma-separated adapter names (default cider,mult)"
+    )
+    p.add_argument(
+        "--protocol",
+        default=None,
+        help="selector, e.g. 'distribution=ood,mode=RMFM|RMM' or 'regime=clean|mixture' "
+        "(default all)",
+    )
+    p.add_argument(
+        "--suite",
+        default=None,
+        help="a named protocol suite (cells, training regimes, seeds, aggregate): "
+        "cider, lnln, emt-dlfr, fair; see `suites`",
+    )
+    p.add_argument("--dataset", default="synth", help="synth (embedded default), mosi or mosei")
+    p.add_argument(
+        "--data-root", default=None, help="folder with the real data files (or env MER_BENCH_DATA)"
+    )
+    p.add_argument(
+        "--seeds",
+        default=None,
+        help="comma-separated seeds (default 1111,1112,1113, or the suite's)",
+    )
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
+    p.add_argument(
+        "--precision",
+        default=Precision.FP32.value,
+        choices=values(Precision),
+        help="bf16 autocast on CUDA",
+    )
+    p.add_argument("--out", default="results", help="results folder (default results)")
+    p.add_argument("--executor", default=Executor.LOCAL.value, help="local (default) or ray")
+    p.add_argument("--ray-address", default=None, help="address of an existing Ray cluster")
+    p.add_argument(
+        "--jobs",
+        default="auto",
+        help="worker processes for independent settings (local executor); auto = one per CPU "
+        "core (at most 8) on CPU, 1 on CUDA",
+    )
+    p.add_argument(
+        "--text-encoder",
+        default=None,
+        help="local Hugging Face BERT folder (default: tiny random BERT)",
+    )
+    p.add_argument(
+        "--tau-selection",
+        default=TauSelection.VALID.value,
+        choices=values(TauSelection),
+        help="how CIDer's τ is chosen for the headline numbers (both are always stored)",
+    )
+    p.add_argument(
+        "--mask-rng",
+        default=MaskRng.PER_SAMPLE.value,
+        choices=values(MaskRng),
+        help="mask draws: pure per-sample function, or the reference's NumPy draws",
+    )
+    p.add_argument(
+        "--set", action="append", metavar="[MODEL.]KEY=VALUE", help="override a hyperparameter"
+    )
+    p.add_argument(
+        "--params", default=None, help="JSON file of hyperparameters (e.g. from tune --export)"
+    )
+    p.add_argument(
+        "--preset",
+        action="append",
+        metavar="[MODEL.]NAME",
+        help="hyperparameter preset (e.g. mult.paper); default: synth / the dataset's / default",
+    )
+    p.add_argument(
+        "--params-from-study",
+        default=None,
+        metavar="STUDY",
+        help="use the best trial of a tune study (provenance is recorded)",
+    )
+    p.add_argument(
+        "--study-storage",
+        default=None,
+        metavar="URL",
+        help="Optuna storage of --params-from-study (default: OUT/tune.sqlite)",
+    )
+    p.add_argument(
+        "--cider-prototypes",
+        default=None,
+        help="CIDer checkout folder with the shipped *_feats/*_probs .npy files",
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument(
+        "--verbose",
+        action="store_true",
+        help="let third-party libraries (transformers) print their warnings and progress bars",
+    )
+    p.set_defaults(handler=cmd_run)
 
-    models = tuple(_csv(args.models))
+    p = sub.add_parser("protocols", help="list the cell ids a selector selects, then a count")
+    p.add_argument("selector", nargs="?", default="all", help="selector (default all)")
+    p.add_argument("--dataset", default=None, help="restrict to datasets (comma-separated)")
+    p.add_argument("--task", default=None, help="restrict to tasks (comma-separated)")
+    p.set_defaults(handler=cmd_protocols)
+
+    p = sub.add_parser("suites", help="list the named protocol suites (run with --suite NAME)")
+    p.set_defaults(handler=cmd_suites)
+
+
+def cmd_protocols(args: argparse.Namespace) -> int:
+    datasets = (
+        [parse_enum(Dataset, d, "dataset") for d in csv_list(args.dataset)]
+        if args.dataset
+        else None
+    )
+    tasks = [parse_enum(Task, t, "task") for t in csv_list(args.task)] if args.task else None
+    cells = select_cells(args.selector, datasets, tasks)
+    out = sys.stdout
+    for cell in cells:
+        out.write(cell.id + "\n")
+    out.write(f"{len(cells)} cells\n")
+    return 0
+
+
+def cmd_suites(args: argparse.Namespace) -> int:
+    for suite in SUITES.values():
+        print(f"{suite.name}\t{suite.aggregate.value}\tseeds {','.join(map(str, suite.seeds))}")
+        print(f"  protocol: {suite.selector}")
+        print(f"  {suite.summary}")
+        print(f"  source: {suite.source}")
+    print(f"{len(SUITES)} suites (run one with `run --suite NAME --models ...`)")
+    return 0
+
+
+def run_options(args: argparse.Namespace) -> RunOptions:
+    """The ``run`` command line as the runner's options."""
+    models = tuple(csv_list(args.models))
     if not models:
         raise ConfigError("--models needs at least one adapter name")
     jobs = _jobs(args.jobs, args.device)
@@ -27,63 +207,47 @@ def _options(args: argparse.Namespace) -> RunOptions:
     if args.params and args.params_from_study:
         raise ConfigError("use either --params or --params-from-study, not both")
     if args.params:
-        from mer_bench.cli import read_params_file
-
         source = {
             "file": str(Path(args.params).resolve()),
             **_provenance(read_params_file(args.params)),
         }
     if args.params_from_study:
-        from mer_bench.tune import default_storage, params_from_study
-
         storage = args.study_storage or default_storage(args.out)
         record = params_from_study(storage, args.params_from_study)
         source = _provenance(record)
-    selector, seeds, suite = args.protocol, args.seeds, None
-    if args.suite:
-        from mer_bench.suites import get_suite
-
-        suite = get_suite(args.suite)
-        if args.protocol is not None:
-            raise ConfigError(
-                f"--suite {suite.name} fixes the protocol ({suite.selector}); drop --protocol"
-            )
-        selector = suite.selector
-        seeds = args.seeds or ",".join(str(s) for s in suite.seeds)
+    selector, seeds, suite = protocol_and_seeds(
+        args.protocol, parse_seeds(args.seeds) if args.seeds is not None else None, args.suite
+    )
     options = {}
     if args.cider_prototypes:
         options["cider_prototypes"] = args.cider_prototypes
     return RunOptions(
         models=models,
-        selector=selector or "all",
+        selector=selector,
         dataset=parse_enum(Dataset, args.dataset, "dataset"),
         data_root=args.data_root,
-        seeds=_seeds(seeds or "1111,1112,1113"),
+        seeds=seeds,
         device=args.device,
         out=args.out,
         text_encoder=args.text_encoder,
-        tau_selection=args.tau_selection,
-        mask_rng=args.mask_rng,
-        precision=args.precision,
+        tau_selection=parse_enum(TauSelection, args.tau_selection, "tau selection"),
+        mask_rng=parse_enum(MaskRng, args.mask_rng, "mask rng"),
+        precision=parse_enum(Precision, args.precision, "precision"),
         jobs=jobs,
-        executor=args.executor,
+        executor=parse_enum(Executor, args.executor, "executor"),
         ray_address=args.ray_address,
-        overrides=_overrides(args.set or [], args.params, models, record),
+        overrides=overrides(args.set or [], args.params, models, record),
         params_source=source,
         presets=_presets(args.preset or [], models),
         options=options,
         quiet=args.quiet,
-        suite=None if suite is None else suite.name,
+        suite=suite,
     )
 
 
 def _jobs(value: str, device: str) -> int:
     """``--jobs``: an integer >= 1, or ``auto`` (one per core, capped, on CPU; 1 on CUDA)."""
     if value == "auto":
-        import os
-
-        import torch
-
         if device.startswith("cuda") or (device == "auto" and torch.cuda.is_available()):
             return 1
         return max(1, min(os.cpu_count() or 1, 8))
@@ -113,11 +277,10 @@ def _provenance(record: dict) -> dict:
     return {k: record[k] for k in keys if k in record}
 
 
-def run_main(args: argparse.Namespace) -> int:
-    from mer_bench.adapters import get_adapter
-    from mer_bench.runner import resolve_device
-
-    opts = _options(args)
+def cmd_run(args: argparse.Namespace) -> int:
+    if not args.verbose:
+        quiet_third_party()
+    opts = run_options(args)
     for model in opts.models:
         get_adapter(model)  # unknown names fail before any work
     resolve_device(opts.device)
@@ -167,7 +330,7 @@ def _log_hooks(quiet: bool, total: int) -> Hooks:
         return Hooks()
     done = {"n": 0}
 
-    def on_setting_done(outcome) -> None:
+    def on_setting_done(outcome: SettingOutcome) -> None:
         done["n"] += 1
         what = "trained and evaluated" if outcome.trained else "evaluated"
         if not outcome.cells_done and not outcome.trained:
@@ -182,16 +345,9 @@ def _log_hooks(quiet: bool, total: int) -> Hooks:
     return Hooks(on_setting_done=on_setting_done)
 
 
-def _run_with_progress(plans, opts: RunOptions, n_cells: int):
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
+def _run_with_progress(
+    plans: list[SettingPlan], opts: RunOptions, n_cells: int
+) -> list[SettingOutcome]:
     with Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -215,10 +371,10 @@ def _run_with_progress(plans, opts: RunOptions, n_cells: int):
         def on_cell(sid: str, cell_id: str) -> None:
             progress.advance(t_cells)
 
-        def on_setting_done(outcome) -> None:
+        def on_setting_done(outcome: SettingOutcome) -> None:
             progress.advance(t_settings)
 
-        def on_worker_setting_done(outcome) -> None:
+        def on_worker_setting_done(outcome: SettingOutcome) -> None:
             # Worker processes report only when a whole setting is finished.
             progress.advance(t_settings)
             progress.advance(t_cells, planned.get(outcome.setting_id, 0))
@@ -238,15 +394,6 @@ def _run_with_progress(plans, opts: RunOptions, n_cells: int):
 def _print_summary(opts: RunOptions) -> None:
     """Per system (model × training regime) × data setting: headline metric at rate 0 and the
     curve summary per mode (the suite's: AUILC, or the mean over rates 0–0.9), mean over seeds."""
-    from rich.console import Console
-    from rich.table import Table
-
-    from mer_bench.metrics import Aggregate
-    from mer_bench.protocol import Task
-    from mer_bench.report.data import with_systems
-    from mer_bench.store import ResultsStore
-    from mer_bench.suites import get_suite
-
     agg = get_suite(opts.suite).aggregate if opts.suite else Aggregate.AUILC
     curve_rates = agg.curve.rates
     with ResultsStore(opts.out) as store:
@@ -259,17 +406,12 @@ def _print_summary(opts: RunOptions) -> None:
         table.add_column(col, justify="left" if col in ("model", "setting", "metric") else "right")
     groups = defaultdict(dict)
     for row in frame.itertuples(index=False):
-        data_id = "/".join(row.cell_id.split("/")[:4])
+        data_id = Cell.parse(row.cell_id).data.id
         metrics = json.loads(row.metrics)
-        key = (row.model, data_id)
-        groups[key].setdefault(row.setting_id, []).append((row.mode, row.rate, metrics))
-    for (model, data_id), runs in sorted(groups.items()):
-        task = Task(data_id.split("/")[3])
-        metric = task.info.curve_metrics[0]
-        # matched-regime runs hold one rate each: join them into one curve per seed
-        seeds: dict[str, list] = defaultdict(list)
-        for setting_id, rows in runs.items():
-            seeds[setting_id.split("/seed")[1].split("/")[0]].extend(rows)
+        # per seed: matched-regime runs (one rate each) join into one curve
+        groups[(row.model, data_id)].setdefault(row.seed, []).append((row.mode, row.rate, metrics))
+    for (model, data_id), seeds in sorted(groups.items()):
+        metric = DataSetting.parse(data_id).task.info.curve_metrics[0]
         cols = {}
         at0 = []
         for mode in ("RMFM", "RMFM_same", "RMM", "TMFM", "STMFM"):

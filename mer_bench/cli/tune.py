@@ -1,8 +1,4 @@
-"""``python -m mer_bench tune``: argument parsing, the rich trial table and the summary.
-
-``add_tune_parser(sub)`` adds the subcommand to the main parser (``mer_bench.cli``);
-``python -m mer_bench.tune_cli ...`` runs it on its own with the same error handling.
-"""
+"""``tune``: argument parsing, the rich trial table and the summary around ``mer_bench.tune``."""
 
 from __future__ import annotations
 
@@ -12,14 +8,29 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from mer_bench.errors import ConfigError, MerBenchError
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from mer_bench.cli._common import csv_list, parse_value, values
+from mer_bench.errors import ConfigError
+from mer_bench.protocol import RATES, Dataset, DataSetting, MaskRng, Precision, parse_enum
+from mer_bench.text_encoder import quiet_third_party
+from mer_bench.tune import (
+    FINISHED,
+    TuneOptions,
+    export_best,
+    load_study,
+    redact,
+    run_tune,
+)
 
 TABLE_ROWS = 12
 """Rows of the live and final trial tables (the latest trials live, the best ones at the end)."""
 
 
-def add_tune_parser(sub: Any) -> argparse.ArgumentParser:
-    """Add ``tune`` to a subparsers object; returns the new parser."""
+def register(sub: Any) -> None:
+    """Add ``tune`` to the subcommands."""
     p = sub.add_parser(
         "tune",
         help="tune a model's hyperparameters with Optuna on the validation split only",
@@ -63,11 +74,11 @@ def add_tune_parser(sub: Any) -> argparse.ArgumentParser:
     )
     p.add_argument("--seed", type=int, default=1111, help="training seed of every trial")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
-    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
+    p.add_argument("--precision", default=Precision.FP32.value, choices=values(Precision))
     p.add_argument("--out", default="results", help="folder of the default SQLite storage")
     p.add_argument("--text-encoder", default=None, help="local Hugging Face BERT folder")
     p.add_argument(
-        "--mask-rng", default="per-sample", choices=["per-sample", "reference"], help="robust"
+        "--mask-rng", default=MaskRng.PER_SAMPLE.value, choices=values(MaskRng), help="robust"
     )
     p.add_argument(
         "--set",
@@ -91,19 +102,23 @@ def add_tune_parser(sub: Any) -> argparse.ArgumentParser:
     )
     p.add_argument("--max-retry", type=int, default=2, help="re-queues of a killed worker's trial")
     p.add_argument("--quiet", action="store_true", help="no per-trial progress")
-    p.set_defaults(handler=cmd_tune)
-    return p
+    p.add_argument(
+        "--verbose",
+        action="store_true",
+        help="let third-party libraries (transformers) print their warnings and progress bars",
+    )
+    p.set_defaults(
+        handler=cmd_tune,
+        interrupted="interrupted; finished trials are stored, rerun the same command to resume",
+    )
 
 
-def _options(args: argparse.Namespace) -> Any:
-    from mer_bench.cli import _csv
-    from mer_bench.protocol import RATES, Dataset, parse_enum
-    from mer_bench.tune import TuneOptions
-
+def tune_options(args: argparse.Namespace) -> TuneOptions:
+    """The ``tune`` command line as the tuner's options."""
     rates = RATES
     if args.rates is not None:
         try:
-            rates = tuple(float(r) for r in _csv(args.rates))
+            rates = tuple(float(r) for r in csv_list(args.rates))
         except ValueError:
             raise ConfigError(f"invalid --rates {args.rates!r}; expected numbers") from None
     return TuneOptions(
@@ -118,9 +133,9 @@ def _options(args: argparse.Namespace) -> Any:
         timeout=args.timeout,
         objective=args.objective,
         rates=rates,
-        mask_rng=args.mask_rng,
+        mask_rng=parse_enum(MaskRng, args.mask_rng, "mask rng"),
         device=args.device,
-        precision=args.precision,
+        precision=parse_enum(Precision, args.precision, "precision"),
         out=args.out,
         text_encoder=args.text_encoder,
         overrides=fixed_overrides(args.set or [], args.model),
@@ -135,8 +150,6 @@ def _options(args: argparse.Namespace) -> Any:
 
 def fixed_overrides(items: Sequence[str], model: str) -> dict[str, Any]:
     """``--set KEY=VALUE`` (or ``MODEL.KEY=VALUE`` for the tuned model) → fixed parameters."""
-    from mer_bench.cli import _parse_value
-
     out: dict[str, Any] = {}
     for item in items:
         key, sep, value = item.partition("=")
@@ -145,7 +158,7 @@ def fixed_overrides(items: Sequence[str], model: str) -> dict[str, Any]:
             raise ConfigError(f"invalid --set {item!r}; expected KEY=VALUE")
         if key.startswith(f"{model}."):
             key = key[len(model) + 1 :]
-        out[key] = _parse_value(value)
+        out[key] = parse_value(value)
     return out
 
 
@@ -163,8 +176,6 @@ class TrialTable:
     """Per-trial progress: a live rich table on a terminal, one line per trial otherwise."""
 
     def __init__(self, quiet: bool) -> None:
-        from rich.console import Console
-
         self.quiet = quiet
         self.console = Console(file=sys.stderr)
         self.live: Any = None
@@ -172,8 +183,6 @@ class TrialTable:
         self.plan: Any = None
 
     def on_start(self, study: Any, plan: Any) -> None:
-        from mer_bench.tune import FINISHED, redact
-
         self.plan = plan
         if self.quiet:
             return
@@ -184,14 +193,10 @@ class TrialTable:
             f"({plan.config['objective']}); tuning {', '.join(sorted(plan.space))}"
         )
         if self.console.is_terminal:
-            from rich.live import Live
-
             self.live = Live(self._table("trials", []), console=self.console, transient=False)
             self.live.start()
 
-    def _table(self, title: str, trials: Sequence[Any]) -> Any:
-        from rich.table import Table
-
+    def _table(self, title: str, trials: Sequence[Any]) -> Table:
         names = sorted(self.plan.space) if self.plan is not None else []
         table = Table(title=title)
         for col in ("#", "state", "value", "epochs", "worker", *names):
@@ -228,8 +233,6 @@ class TrialTable:
 
     def summary(self, study: Any) -> Any:
         """The best finished trials of the whole study, best first."""
-        from mer_bench.tune import FINISHED
-
         reverse = self.plan.direction == "maximize"
         done = [
             t
@@ -245,11 +248,9 @@ class TrialTable:
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
-    from rich.console import Console
-
-    from mer_bench.tune import export_best, load_study, run_tune
-
-    opts = _options(args)
+    if not args.verbose:
+        quiet_third_party()
+    opts = tune_options(args)
     table = TrialTable(args.quiet)
     try:
         result = run_tune(opts, callbacks=[table], on_start=table.on_start)
@@ -279,29 +280,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
 
 def _protocol_for(best: dict[str, Any]) -> str:
-    _dataset, distribution, alignment, task = str(best["setting"]).split("/")
-    return f"distribution={distribution},alignment={alignment},task={task}"
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Standalone entry point with the main CLI's error conventions."""
-    from mer_bench.cli import _Parser
-
-    parser = _Parser(prog="python -m mer_bench")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    add_tune_parser(sub)
-    args = parser.parse_args(["tune", *(sys.argv[1:] if argv is None else argv)])
-    try:
-        return int(args.handler(args) or 0)
-    except MerBenchError as exc:
-        sys.stderr.write(f"error: {exc}\n")
-        return exc.exit_code
-    except KeyboardInterrupt:
-        sys.stderr.write(
-            "error: interrupted; finished trials are stored, rerun the same command to resume\n"
-        )
-        return 130
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+    data = DataSetting.parse(str(best["setting"]))
+    return (
+        f"distribution={data.distribution.value},alignment={data.alignment.value},"
+        f"task={data.task.value}"
+    )
