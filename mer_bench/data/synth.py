@@ -101,10 +101,8 @@ class SynthConfig:
 
     seed: int = 0
     n_train: int = 320
-    n_valid: int = 384
-    n_test: int = 384
-    """Evaluation splits are larger than the training split: paired tests between models (and
-    τ selection on validation) need a few hundred samples per cell to detect anything."""
+    n_valid: int = 48
+    n_test: int = 96
     pool_factor: float = 2.0
     """The pool that IID and OOD files draw from holds ``pool_factor`` × (train+valid+test)."""
 
@@ -162,8 +160,8 @@ class SynthConfig:
 
     # cross-dataset domains
     cross_n_train: int = 240
-    cross_n_valid: int = 384
-    cross_n_test: int = 384
+    cross_n_valid: int = 40
+    cross_n_test: int = 80
     cross_audio_dim: int = 25
     cross_vision_dim: int = 171
     cross_text_len: int = 44

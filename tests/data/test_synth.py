@@ -486,7 +486,7 @@ def test_default_config_dims_size_and_speed(tmp_path: Path) -> None:
     paths = write_synth(tmp_path)
     elapsed = time.perf_counter() - start
     total = sum(p.stat().st_size for p in paths)
-    assert total < 350e6  # ~300 MB with 384-sample validation and test splits
+    assert total < 150e6
     # ~5 s on an idle 2-core CPU; generous for a loaded CI machine.
     assert elapsed < 60
     c = SynthConfig()
