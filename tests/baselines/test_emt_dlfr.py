@@ -19,37 +19,11 @@ from mer_bench.corruption import CorruptionKind, TrainCorruption
 from mer_bench.data.types import UNK_ID, DataSpec
 from mer_bench.errors import ConfigError
 from mer_bench.protocol import Alignment, Dataset, DataSetting, Distribution, Task
+from tests.baselines.helpers import listing
 from tests.conftest import REFERENCE_DIR
 
 TSV = REFERENCE_DIR / "emtdlfr_state_dict_mosi_unaligned.tsv"
 HARNESS_KEYS = ("batch_size", "max_epochs", "patience", "lr")
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> object:
-    # Small models: intra-op threads only add contention on the shared 2-core runners.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
-@pytest.fixture(scope="module")
-def bert768(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """A local folder with a 768-wide, 1-layer BERT: the original's widths outside BERT."""
-    import transformers
-
-    folder = tmp_path_factory.mktemp("bert768")
-    config = transformers.BertConfig(
-        vocab_size=64,
-        hidden_size=768,
-        num_hidden_layers=1,
-        num_attention_heads=12,
-        intermediate_size=32,
-        max_position_embeddings=64,
-    )
-    transformers.BertModel(config).save_pretrained(folder)
-    return str(folder)
 
 
 def make_spec(
@@ -78,17 +52,6 @@ def make_adapter(
     torch.manual_seed(seed)
     ctx = AdapterContext(data=data, spec=spec, params=params, text_encoder=text_encoder)
     return EMTDLFRAdapter(ctx)
-
-
-def listing(model: nn.Module) -> list[tuple[str, str, str]]:
-    # Every path of a shared parameter is a parameter path (the de-duplicating default would
-    # report the repeated paths as missing).
-    params = {n for n, _ in model.named_parameters(remove_duplicate=False)}
-    return [
-        (name, "x".join(str(s) for s in t.shape) or "1", "param" if name in params else "buffer")
-        for name, t in model.state_dict().items()
-        if not name.startswith("text_model.")
-    ]
 
 
 def unique_non_bert(model: nn.Module) -> list[torch.Tensor]:

@@ -69,15 +69,6 @@ N, TEXT_LEN, AUDIO_LEN, AUDIO_DIM, VISION_LEN, VISION_DIM = 24, 12, 16, 5, 20, 6
 # --------------------------------------------------------------------------- fixtures
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> object:
-    # Tiny models: intra-op threads only add contention on the shared 2-core runners.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def make_split(
     n: int = N,
     *,
@@ -185,25 +176,6 @@ def predict(adapter: SelfMMAdapter, batch: Batch) -> dict[str, torch.Tensor]:
     adapter.model.eval()
     with torch.no_grad():
         return adapter.predict(batch)
-
-
-@pytest.fixture(scope="module")
-def bert768(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """A local HF folder with a 768-wide, 1-layer BERT (small vocab): the reference's geometry
-    for everything outside BERT, as in SELFMM.md §8."""
-    import transformers
-
-    folder = tmp_path_factory.mktemp("bert768")
-    config = transformers.BertConfig(
-        vocab_size=64,
-        hidden_size=768,
-        num_hidden_layers=1,
-        num_attention_heads=12,
-        intermediate_size=32,
-        max_position_embeddings=64,
-    )
-    transformers.BertModel(config).save_pretrained(folder)
-    return str(folder)
 
 
 def non_bert(adapter: SelfMMAdapter) -> dict[str, torch.Tensor]:
