@@ -69,6 +69,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from baselines.common.heads import head_outputs, softmax_rows
 from baselines.emt_dlfr.losses import DLFRLosses, ReconTargets, dlfr_objective
 from baselines.emt_dlfr.model import EMTDLFR, EMTDLFRConfig, ViewInputs
 from mer_bench.adapters import Adapter, AdapterContext, SearchDim, register_adapter
@@ -430,15 +431,10 @@ class EMTDLFRAdapter(Adapter):
     def predict(self, batch: Batch) -> dict[str, torch.Tensor]:
         batch = thin_frames(batch, *self.frame_strides)
         output = self.model.predict(_view(batch))  # type: ignore[operator]
-        if self.ctx.task is Task.REGRESSION:
-            return {"score": output.view(-1)}
-        return {"logits": output}
+        return head_outputs(self.ctx.task, output)
 
     def scores(self, outputs: Mapping[str, np.ndarray], knobs: Mapping[str, float]) -> np.ndarray:
         """(N,) score for regression; (N, C) softmax probabilities otherwise."""
         if self.ctx.task is Task.REGRESSION:
             return np.asarray(outputs["score"]).reshape(-1)
-        logits = np.asarray(outputs["logits"], dtype=np.float64)
-        shifted = logits - logits.max(axis=1, keepdims=True)
-        e = np.exp(shifted)
-        return e / e.sum(axis=1, keepdims=True)
+        return softmax_rows(outputs["logits"])

@@ -38,9 +38,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from baselines.common.heads import TASK_LOSS, head_loss, head_outputs, softmax_scores
 from baselines.mult.model import MODALITIES, BertTextEncoder, MulT, MulTConfig
 from mer_bench.adapters import Adapter, AdapterContext, SearchDim, register_adapter
 from mer_bench.batch import Batch
@@ -202,12 +202,6 @@ _SYNTH: dict[str, Any] = {
     "downsample_to": 32,
 }
 
-_TASK_LOSS = {
-    Task.BINARY: nn.CrossEntropyLoss,
-    Task.SEVEN: nn.CrossEntropyLoss,
-    Task.REGRESSION: nn.L1Loss,
-}
-
 
 @register_adapter("mult")
 class MulTAdapter(Adapter):
@@ -248,7 +242,7 @@ class MulTAdapter(Adapter):
 
     def __init__(self, ctx: AdapterContext) -> None:
         super().__init__(ctx)
-        self._loss = _TASK_LOSS[ctx.task]()
+        self._loss = TASK_LOSS[ctx.task]()
         self._accumulated = 0
         """Backward passes summed since the last optimiser step (MMSA's update_epochs)."""
 
@@ -352,10 +346,7 @@ class MulTAdapter(Adapter):
         if self._accumulated == 0:
             self.optimizer.zero_grad(set_to_none=True)
         output = self._forward(batch)
-        if self.ctx.task is Task.REGRESSION:
-            loss = self._loss(output.view(-1), batch.label.view(-1).to(output.dtype))
-        else:
-            loss = self._loss(output, batch.label)
+        loss = head_loss(self._loss, self.ctx.task, output, batch.label)
         loss.backward()
         clip = float(p["grad_clip"])
         if clip != -1.0:
@@ -372,13 +363,7 @@ class MulTAdapter(Adapter):
 
     # ------------------------------------------------------------------------- evaluation
     def predict(self, batch: Batch) -> dict[str, torch.Tensor]:
-        output = self._forward(batch)
-        if self.ctx.task is Task.REGRESSION:
-            return {"score": output.view(-1)}
-        return {"logits": output}
+        return head_outputs(self.ctx.task, self._forward(batch))
 
     def scores(self, outputs: Mapping[str, np.ndarray], knobs: Mapping[str, float]) -> np.ndarray:
-        if self.ctx.task is Task.REGRESSION:
-            return np.asarray(outputs["score"]).reshape(-1)
-        logits = torch.from_numpy(np.asarray(outputs["logits"], dtype=np.float32))
-        return F.softmax(logits, dim=-1).numpy()
+        return softmax_scores(self.ctx.task, outputs)

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from baselines.common.heads import softmax_rows
 from baselines.self_mm.model import SelfMM, SelfMMConfig
 from baselines.self_mm.ulgm import MODES, ULGM
 from mer_bench.adapters import Adapter, AdapterContext, SearchDim, register_adapter
@@ -361,9 +362,7 @@ class SelfMMAdapter(Adapter):
         m = np.asarray(outputs["M"], dtype=np.float64)
         if self.ctx.task is Task.REGRESSION:
             return m.reshape(-1)
-        shifted = m - m.max(axis=1, keepdims=True)
-        e = np.exp(shifted)
-        return e / e.sum(axis=1, keepdims=True)
+        return softmax_rows(m)
 
     # ------------------------------------------------------------------ checkpoint
     def extra_state(self) -> dict[str, torch.Tensor]:

@@ -63,9 +63,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from baselines.common.heads import TASK_LOSS, head_loss, head_outputs, softmax_scores
 from baselines.tfr_net.model import (
     MODALITIES,
     BertTextEncoder,
@@ -216,11 +216,6 @@ _CONFIG_KEYS = (
 """Preset keys passed to ``TFRNetConfig`` under the same name."""
 
 
-_TASK_LOSS = {
-    Task.BINARY: nn.CrossEntropyLoss,
-    Task.SEVEN: nn.CrossEntropyLoss,
-    Task.REGRESSION: nn.L1Loss,
-}
 _BERT_NO_DECAY = ("bias", "LayerNorm.bias", "LayerNorm.weight")
 
 
@@ -243,7 +238,7 @@ class TFRNetAdapter(Adapter):
 
     def __init__(self, ctx: AdapterContext) -> None:
         super().__init__(ctx)
-        self._loss = _TASK_LOSS[ctx.task]()
+        self._loss = TASK_LOSS[ctx.task]()
         self.epoch = 1
         self._in_group = 0
         """Backward passes summed in the current group of ``update_epochs`` batches."""
@@ -361,11 +356,6 @@ class TFRNetAdapter(Adapter):
             keep=keep,
         )
 
-    def _prediction_loss(self, prediction: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
-        if self.ctx.task is Task.REGRESSION:
-            return self._loss(prediction.view(-1), label.view(-1).to(prediction.dtype))
-        return self._loss(prediction, label)
-
     def reconstruction_terms(
         self, model: TFRNet, view: Batch, complete: Batch, hidden: dict[str, torch.Tensor]
     ) -> dict[str, torch.Tensor]:
@@ -407,7 +397,7 @@ class TFRNetAdapter(Adapter):
             self.optimizer.zero_grad(set_to_none=True)
         view = self._subsample(batch)
         out = model(view.text_bert, view.audio, view.vision, view.audio_mask, view.vision_mask)
-        loss = self._prediction_loss(out.prediction, batch.label)
+        loss = head_loss(self._loss, self.ctx.task, out.prediction, batch.label)
         if self.epoch >= 2:
             terms = self.reconstruction_terms(
                 model, view, self._subsample(batch.complete_view), out.hidden
@@ -438,15 +428,10 @@ class TFRNetAdapter(Adapter):
     def predict(self, batch: Batch) -> dict[str, torch.Tensor]:
         view = self._subsample(batch)
         out = self.model(view.text_bert, view.audio, view.vision, view.audio_mask, view.vision_mask)
-        if self.ctx.task is Task.REGRESSION:
-            return {"score": out.prediction.view(-1)}
-        return {"logits": out.prediction}
+        return head_outputs(self.ctx.task, out.prediction)
 
     def scores(self, outputs: Mapping[str, np.ndarray], knobs: Mapping[str, float]) -> np.ndarray:
-        if self.ctx.task is Task.REGRESSION:
-            return np.asarray(outputs["score"]).reshape(-1)
-        logits = torch.from_numpy(np.asarray(outputs["logits"], dtype=np.float32))
-        return F.softmax(logits, dim=-1).numpy()
+        return softmax_scores(self.ctx.task, outputs)
 
 
 @register_adapter("tfr_net_fixed")
