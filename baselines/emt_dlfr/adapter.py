@@ -61,7 +61,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import replace
 from typing import Any, ClassVar
 
 import numpy as np
@@ -69,11 +68,12 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from baselines.common.frames import thin_frames
 from baselines.common.heads import head_outputs, softmax_rows
 from baselines.emt_dlfr.losses import DLFRLosses, ReconTargets, dlfr_objective
 from baselines.emt_dlfr.model import EMTDLFR, EMTDLFRConfig, ViewInputs
 from mer_bench.adapters import Adapter, AdapterContext, SearchDim, register_adapter
-from mer_bench.batch import Batch, KeepMasks
+from mer_bench.batch import Batch
 from mer_bench.corruption import CorruptionKind, TrainCorruption
 from mer_bench.errors import ConfigError
 from mer_bench.protocol import Task
@@ -212,28 +212,6 @@ _CONFIG_KEYS: tuple[str, ...] = tuple(
     for name in EMTDLFRConfig.__dataclass_fields__
     if name not in ("audio_dim", "vision_dim", "outputs", "max_positions")
 )
-
-
-def thin_frames(batch: Batch, audio_stride: int, vision_stride: int) -> Batch:
-    """Every k-th audio / vision frame of a batch (and of its complete view), with the lengths,
-    validity masks and keep-masks that go with them; text is untouched."""
-    if audio_stride == vision_stride == 1:
-        return batch
-    a, v = audio_stride, vision_stride
-    keep = batch.keep
-    if keep is not None:
-        keep = KeepMasks(keep.text, keep.audio[:, ::a], keep.vision[:, ::v])
-    return replace(
-        batch,
-        audio=batch.audio[:, ::a],
-        vision=batch.vision[:, ::v],
-        audio_mask=batch.audio_mask[:, ::a],
-        vision_mask=batch.vision_mask[:, ::v],
-        audio_lengths=(batch.audio_lengths + a - 1) // a,
-        vision_lengths=(batch.vision_lengths + v - 1) // v,
-        keep=keep,
-        complete=None if batch.complete is None else thin_frames(batch.complete, a, v),
-    )
 
 
 def _view(batch: Batch) -> ViewInputs:

@@ -58,13 +58,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import replace
 from typing import Any, ClassVar
 
 import numpy as np
 import torch
 from torch import nn
 
+from baselines.common.frames import thin_frames
 from baselines.common.heads import TASK_LOSS, head_loss, head_outputs, softmax_scores
 from baselines.tfr_net.model import (
     MODALITIES,
@@ -75,7 +75,7 @@ from baselines.tfr_net.model import (
     reconstruction_loss,
 )
 from mer_bench.adapters import Adapter, AdapterContext, SearchDim, register_adapter
-from mer_bench.batch import Batch, KeepMasks
+from mer_bench.batch import Batch
 from mer_bench.corruption import CorruptionKind, TrainCorruption
 from mer_bench.errors import ConfigError
 from mer_bench.protocol import Task
@@ -338,23 +338,9 @@ class TFRNetAdapter(Adapter):
         self._in_group = 0
 
     def _subsample(self, batch: Batch) -> Batch:
-        """Every s-th audio/vision frame (``downsample_to``); the identity at s = 1."""
-        sa, sv = self.frame_stride("a"), self.frame_stride("v")
-        if sa == 1 and sv == 1:
-            return batch
-        keep = batch.keep
-        if keep is not None:
-            keep = KeepMasks(keep.text, keep.audio[:, ::sa], keep.vision[:, ::sv])
-        return replace(
-            batch,
-            audio=batch.audio[:, ::sa],
-            vision=batch.vision[:, ::sv],
-            audio_mask=batch.audio_mask[:, ::sa],
-            vision_mask=batch.vision_mask[:, ::sv],
-            audio_lengths=(batch.audio_lengths + sa - 1) // sa,
-            vision_lengths=(batch.vision_lengths + sv - 1) // sv,
-            keep=keep,
-        )
+        """Every s-th audio/vision frame (``downsample_to``), of the complete view too; the
+        identity at s = 1."""
+        return thin_frames(batch, self.frame_stride("a"), self.frame_stride("v"))
 
     def reconstruction_terms(
         self, model: TFRNet, view: Batch, complete: Batch, hidden: dict[str, torch.Tensor]
@@ -399,9 +385,7 @@ class TFRNetAdapter(Adapter):
         out = model(view.text_bert, view.audio, view.vision, view.audio_mask, view.vision_mask)
         loss = head_loss(self._loss, self.ctx.task, out.prediction, batch.label)
         if self.epoch >= 2:
-            terms = self.reconstruction_terms(
-                model, view, self._subsample(batch.complete_view), out.hidden
-            )
+            terms = self.reconstruction_terms(model, view, view.complete_view, out.hidden)
             weights = {
                 "l": float(p["weight_gen_loss_t"]),
                 "a": float(p["weight_gen_loss_a"]),
