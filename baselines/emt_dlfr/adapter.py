@@ -68,6 +68,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from baselines.common.accumulation import GradientGroups
 from baselines.common.frames import thin_frames
 from baselines.common.heads import head_outputs, softmax_rows
 from baselines.emt_dlfr.losses import DLFRLosses, ReconTargets, dlfr_objective
@@ -251,8 +252,8 @@ class EMTDLFRAdapter(Adapter):
             else (math.ceil(spec.audio_len / target), math.ceil(spec.vision_len / target))
         )
         """Audio / vision frame strides applied before the model (``downsample_to``)."""
-        self._pending = 0
-        """Batches back-propagated in the current accumulation group."""
+        self._groups = GradientGroups()
+        """Accumulation over ``update_epochs`` batches (a trailing incomplete group dropped)."""
         self.last_losses: DLFRLosses | None = None
         """The parts of the last training step's objective, detached (inspection and tests)."""
 
@@ -341,14 +342,12 @@ class EMTDLFRAdapter(Adapter):
 
     # ------------------------------------------------------------------ train / predict
     def on_epoch_start(self, epoch: int) -> None:
-        self._pending = 0
+        self._groups.pending = 0
 
     def on_epoch_end(self, epoch: int) -> None:
         # The original never steps a trailing incomplete accumulation group: its gradients are
         # discarded when the next epoch zeroes them, so dropping them here is the same.
-        if self._pending and self.optimizer is not None:
-            self.optimizer.zero_grad(set_to_none=True)
-        self._pending = 0
+        self._groups.discard(self.optimizer)
 
     def _task_loss(self, batch: Batch) -> Any:
         if self.ctx.task is Task.REGRESSION:
@@ -388,8 +387,7 @@ class EMTDLFRAdapter(Adapter):
         if batch.size < 2:
             # Training-mode BatchNorm cannot normalise one sample (see the module docstring).
             return torch.zeros((), device=batch.label.device)
-        if self._pending == 0:
-            self.optimizer.zero_grad(set_to_none=True)
+        self._groups.start_batch(self.optimizer)
         out = self.model(_view(batch.complete_view), _view(batch))
         losses = dlfr_objective(
             out,
@@ -399,10 +397,7 @@ class EMTDLFRAdapter(Adapter):
             recon_weight=float(self.ctx.params["loss_recon_weight"]),
         )
         losses.total.backward()
-        self._pending += 1
-        if self._pending == int(self.ctx.params["update_epochs"]):
-            self.optimizer.step()
-            self._pending = 0
+        self._groups.end_batch(self.optimizer, int(self.ctx.params["update_epochs"]))
         self.last_losses = losses.detached()
         return losses.total.detach()
 

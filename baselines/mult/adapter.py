@@ -40,6 +40,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from baselines.common.accumulation import GradientGroups
 from baselines.common.heads import TASK_LOSS, head_loss, head_outputs, softmax_scores
 from baselines.mult.model import MODALITIES, BertTextEncoder, MulT, MulTConfig
 from mer_bench.adapters import Adapter, AdapterContext, SearchDim, register_adapter
@@ -243,8 +244,8 @@ class MulTAdapter(Adapter):
     def __init__(self, ctx: AdapterContext) -> None:
         super().__init__(ctx)
         self._loss = TASK_LOSS[ctx.task]()
-        self._accumulated = 0
-        """Backward passes summed since the last optimiser step (MMSA's update_epochs)."""
+        self._groups = GradientGroups()
+        """Accumulation over ``update_epochs`` batches (MMSA's grouping; see on_epoch_start)."""
 
     # ------------------------------------------------------------------------- build
     def model_config(self, text_dim: int) -> MulTConfig:
@@ -336,15 +337,14 @@ class MulTAdapter(Adapter):
     def on_epoch_start(self, epoch: int) -> None:
         # MMSA zeroes the gradient at the start of each group; a trailing incomplete group of
         # the previous epoch is therefore dropped without a step (MULT.md §9.3).
-        self._accumulated = 0
+        self._groups.pending = 0
         if self.optimizer is not None:
             self.optimizer.zero_grad(set_to_none=True)
 
     def train_step(self, batch: Batch, generator: torch.Generator) -> torch.Tensor:
         assert self.optimizer is not None, "the harness creates the optimiser before training"
         p = self.ctx.params
-        if self._accumulated == 0:
-            self.optimizer.zero_grad(set_to_none=True)
+        self._groups.start_batch(self.optimizer)
         output = self._forward(batch)
         loss = head_loss(self._loss, self.ctx.task, output, batch.label)
         loss.backward()
@@ -355,10 +355,7 @@ class MulTAdapter(Adapter):
                 nn.utils.clip_grad_value_(params, clip)
             else:
                 nn.utils.clip_grad_norm_(params, clip)
-        self._accumulated += 1
-        if self._accumulated == int(p["update_epochs"]):
-            self.optimizer.step()
-            self._accumulated = 0
+        self._groups.end_batch(self.optimizer, int(p["update_epochs"]))
         return loss.detach()
 
     # ------------------------------------------------------------------------- evaluation

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from baselines.common.accumulation import GradientGroups
 from baselines.common.heads import softmax_rows
 from baselines.self_mm.model import SelfMM, SelfMMConfig
 from baselines.self_mm.ulgm import MODES, ULGM
@@ -208,7 +209,8 @@ class SelfMMAdapter(Adapter):
         super().__init__(ctx)
         self.ulgm: ULGM | None = None
         self.epoch = 1
-        self._pending = 0  # batches backpropagated in the current accumulation group
+        self._groups = GradientGroups()
+        """Accumulation over ``update_epochs`` batches (a trailing incomplete group dropped)."""
         self.last_losses: dict[str, torch.Tensor] = {}
         """Detached per-head losses of the last train_step (M, T, A, V)."""
 
@@ -290,14 +292,12 @@ class SelfMMAdapter(Adapter):
 
     def on_epoch_start(self, epoch: int) -> None:
         self.epoch = int(epoch)
-        self._pending = 0
+        self._groups.pending = 0
 
     def on_epoch_end(self, epoch: int) -> None:
-        # The reference never steps a trailing incomplete accumulation group (§5.3, §9 item 7):
-        # its gradients are discarded, so flushing here means dropping them.
-        if self._pending and self.optimizer is not None:
-            self.optimizer.zero_grad(set_to_none=True)
-        self._pending = 0
+        # The reference never steps a trailing incomplete accumulation group: its gradients are
+        # discarded, so flushing here means dropping them.
+        self._groups.discard(self.optimizer)
 
     # ------------------------------------------------------------------ train / predict
     def _forward(self, batch: Batch) -> dict[str, torch.Tensor]:
@@ -317,9 +317,7 @@ class SelfMMAdapter(Adapter):
         if self.optimizer is None:
             self.optimizer = self.configure_optimizer()
         ulgm = self.ulgm
-        accumulate = int(self.ctx.params["update_epochs"])
-        if self._pending == 0:
-            self.optimizer.zero_grad(set_to_none=True)
+        self._groups.start_batch(self.optimizer)
         index = batch.index
         out = self._forward(batch)
         targets = ulgm.targets(index)  # (4, B) labels before this batch's update (§3.2 step 2)
@@ -341,10 +339,7 @@ class SelfMMAdapter(Adapter):
         ulgm.write_features(index, feats)
         ulgm.update_centres()
 
-        self._pending += 1
-        if self._pending == accumulate:
-            self.optimizer.step()
-            self._pending = 0
+        self._groups.end_batch(self.optimizer, int(self.ctx.params["update_epochs"]))
         self.last_losses = {
             "M": loss_m.detach(),
             "T": loss_uni[0].detach(),
