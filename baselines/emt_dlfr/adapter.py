@@ -71,6 +71,7 @@ from torch.nn import functional as F
 from baselines.common.accumulation import GradientGroups
 from baselines.common.frames import thin_frames
 from baselines.common.heads import head_outputs, softmax_rows
+from baselines.common.params import PresetParams
 from baselines.emt_dlfr.losses import DLFRLosses, ReconTargets, dlfr_objective
 from baselines.emt_dlfr.model import EMTDLFR, EMTDLFRConfig, ViewInputs
 from mer_bench.adapters import Adapter, AdapterContext, SearchDim, register_adapter
@@ -228,7 +229,7 @@ def _view(batch: Batch) -> ViewInputs:
 
 
 @register_adapter("emt_dlfr")
-class EMTDLFRAdapter(Adapter):
+class EMTDLFRAdapter(PresetParams, Adapter):
     """EMT-DLFR (Sun et al., IEEE TAC 2023) with its dual-level feature restoration training."""
 
     tasks: ClassVar[tuple[Task, ...]] = (Task.BINARY, Task.SEVEN, Task.REGRESSION)
@@ -258,12 +259,6 @@ class EMTDLFRAdapter(Adapter):
         """The parts of the last training step's objective, detached (inspection and tests)."""
 
     # ------------------------------------------------------------------ build
-    def _param(self, key: str) -> Any:
-        try:
-            return self.ctx.params[key]
-        except KeyError:
-            raise ConfigError(f"emt_dlfr parameter {key!r} is missing from the preset") from None
-
     def build(self) -> nn.Module:
         spec = self.ctx.spec
         classes = self.ctx.task.info.num_classes

@@ -27,6 +27,7 @@ from torch.nn import functional as F
 
 from baselines.common.accumulation import GradientGroups
 from baselines.common.heads import softmax_rows
+from baselines.common.params import PresetParams
 from baselines.self_mm.model import SelfMM, SelfMMConfig
 from baselines.self_mm.ulgm import MODES, ULGM
 from mer_bench.adapters import Adapter, AdapterContext, SearchDim, register_adapter
@@ -191,7 +192,7 @@ _CONFIG_KEYS: tuple[str, ...] = tuple(
 
 
 @register_adapter("self_mm")
-class SelfMMAdapter(Adapter):
+class SelfMMAdapter(PresetParams, Adapter):
     """Self-MM (Yu et al., AAAI 2021), faithful to MMSA's model and trainer."""
 
     tasks: ClassVar[tuple[Task, ...]] = (Task.BINARY, Task.SEVEN, Task.REGRESSION)
@@ -215,12 +216,6 @@ class SelfMMAdapter(Adapter):
         """Detached per-head losses of the last train_step (M, T, A, V)."""
 
     # ------------------------------------------------------------------ build
-    def _param(self, key: str) -> Any:
-        try:
-            return self.ctx.params[key]
-        except KeyError:
-            raise ConfigError(f"self_mm parameter {key!r} is missing from the preset") from None
-
     def build(self) -> nn.Module:
         spec = self.ctx.spec
         classes = self.ctx.task.info.num_classes
