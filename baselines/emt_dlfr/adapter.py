@@ -71,6 +71,7 @@ from torch.nn import functional as F
 from baselines.common.accumulation import GradientGroups
 from baselines.common.frames import thin_frames
 from baselines.common.heads import head_outputs, softmax_rows
+from baselines.common.optim import encoder_param_groups
 from baselines.common.params import PresetParams
 from baselines.emt_dlfr.losses import DLFRLosses, ReconTargets, dlfr_objective
 from baselines.emt_dlfr.model import EMTDLFR, EMTDLFRConfig, ViewInputs
@@ -205,9 +206,6 @@ _SEARCH_SPACE: dict[str, SearchDim] = {
     "train_missing_rate": SearchDim("float", low=0.0, high=1.0, step=0.1),
 }
 
-# Names the original keeps out of BERT's weight decay: substring matches.
-_BERT_NO_DECAY: tuple[str, ...] = ("bias", "LayerNorm.bias", "LayerNorm.weight")
-_ENCODERS: tuple[str, ...] = ("text_model.", "audio_model.", "video_model.")
 
 _CONFIG_KEYS: tuple[str, ...] = tuple(
     name
@@ -301,39 +299,7 @@ class EMTDLFRAdapter(PresetParams, Adapter):
 
     def configure_optimizer(self) -> torch.optim.Optimizer:
         """Adam with the original's five parameter groups and coupled L2 weight decay."""
-        model: EMTDLFR = self.model  # type: ignore[assignment]
-        p = self.ctx.params
-        bert = list(model.text_model.named_parameters())
-        # named_parameters de-duplicates: the shared fusion tensors are in "other" once.
-        other = [w for n, w in model.named_parameters() if not n.startswith(_ENCODERS)]
-        groups = [
-            {
-                "params": [w for n, w in bert if not any(s in n for s in _BERT_NO_DECAY)],
-                "lr": float(p["learning_rate_bert"]),
-                "weight_decay": float(p["weight_decay_bert"]),
-            },
-            {
-                "params": [w for n, w in bert if any(s in n for s in _BERT_NO_DECAY)],
-                "lr": float(p["learning_rate_bert"]),
-                "weight_decay": 0.0,
-            },
-            {
-                "params": list(model.audio_model.parameters()),
-                "lr": float(p["learning_rate_audio"]),
-                "weight_decay": float(p["weight_decay_audio"]),
-            },
-            {
-                "params": list(model.video_model.parameters()),
-                "lr": float(p["learning_rate_video"]),
-                "weight_decay": float(p["weight_decay_video"]),
-            },
-            {
-                "params": other,
-                "lr": float(p["lr"]),
-                "weight_decay": float(p["weight_decay_other"]),
-            },
-        ]
-        return torch.optim.Adam(groups, foreach=True)
+        return torch.optim.Adam(encoder_param_groups(self.model, self.ctx.params), foreach=True)
 
     # ------------------------------------------------------------------ train / predict
     def on_epoch_start(self, epoch: int) -> None:

@@ -27,6 +27,7 @@ from torch.nn import functional as F
 
 from baselines.common.accumulation import GradientGroups
 from baselines.common.heads import softmax_rows
+from baselines.common.optim import encoder_param_groups
 from baselines.common.params import PresetParams
 from baselines.self_mm.model import SelfMM, SelfMMConfig
 from baselines.self_mm.ulgm import MODES, ULGM
@@ -181,8 +182,6 @@ _SEARCH_SPACE: dict[str, SearchDim] = {
     "exclude_zero": SearchDim("categorical", choices=(True, False)),
 }
 
-# Names the reference keeps out of BERT's weight decay (§5.1): substring matches.
-_BERT_NO_DECAY: tuple[str, ...] = ("bias", "LayerNorm.bias", "LayerNorm.weight")
 
 _CONFIG_KEYS: tuple[str, ...] = tuple(
     name
@@ -231,38 +230,8 @@ class SelfMMAdapter(PresetParams, Adapter):
         return SelfMM(cfg, self.ctx.text_encoder)
 
     def configure_optimizer(self) -> torch.optim.Optimizer:
-        """Adam with MMSA's five parameter groups and coupled L2 weight decay (§5.1)."""
-        model: SelfMM = self.model  # type: ignore[assignment]
-        p = self.ctx.params
-        bert = list(model.text_model.named_parameters())
-        bert_decay = [w for n, w in bert if not any(nd in n for nd in _BERT_NO_DECAY)]
-        bert_no_decay = [w for n, w in bert if any(nd in n for nd in _BERT_NO_DECAY)]
-        encoders = ("text_model.", "audio_model.", "video_model.")
-        other = [w for n, w in model.named_parameters() if not n.startswith(encoders)]
-        groups = [
-            {
-                "params": bert_decay,
-                "lr": float(p["learning_rate_bert"]),
-                "weight_decay": float(p["weight_decay_bert"]),
-            },
-            {"params": bert_no_decay, "lr": float(p["learning_rate_bert"]), "weight_decay": 0.0},
-            {
-                "params": list(model.audio_model.parameters()),
-                "lr": float(p["learning_rate_audio"]),
-                "weight_decay": float(p["weight_decay_audio"]),
-            },
-            {
-                "params": list(model.video_model.parameters()),
-                "lr": float(p["learning_rate_video"]),
-                "weight_decay": float(p["weight_decay_video"]),
-            },
-            {
-                "params": other,
-                "lr": float(p["lr"]),
-                "weight_decay": float(p["weight_decay_other"]),
-            },
-        ]
-        return torch.optim.Adam(groups, foreach=True)
+        """Adam with the original's five parameter groups and coupled L2 weight decay."""
+        return torch.optim.Adam(encoder_param_groups(self.model, self.ctx.params), foreach=True)
 
     # ------------------------------------------------------------------ ULGM
     def _feature_dims(self) -> dict[str, int]:

@@ -66,6 +66,7 @@ from torch import nn
 
 from baselines.common.frames import thin_frames
 from baselines.common.heads import TASK_LOSS, head_loss, head_outputs, softmax_scores
+from baselines.common.optim import BERT_NO_DECAY
 from baselines.tfr_net.model import (
     MODALITIES,
     BertTextEncoder,
@@ -216,9 +217,6 @@ _CONFIG_KEYS = (
 """Preset keys passed to ``TFRNetConfig`` under the same name."""
 
 
-_BERT_NO_DECAY = ("bias", "LayerNorm.bias", "LayerNorm.weight")
-
-
 @register_adapter("tfr_net")
 class TFRNetAdapter(Adapter):
     """TFR-Net as released: batch-axis reconstruction attention, 5 steps per 4 batches."""
@@ -303,7 +301,7 @@ class TFRNetAdapter(Adapter):
                 continue
             if "text_model" not in name:
                 other.append(param)
-            elif any(tag in name for tag in _BERT_NO_DECAY):
+            elif any(tag in name for tag in BERT_NO_DECAY):
                 bert_no_decay.append(param)
             else:
                 bert_decay.append(param)
