@@ -214,7 +214,9 @@ _CONFIG_KEYS: tuple[str, ...] = tuple(
 )
 
 
-def _view(batch: Batch) -> ViewInputs:
+def view_inputs(batch: Batch) -> ViewInputs:
+    """The model's inputs for one view: text ids / mask / segments, audio and vision with their
+    lengths."""
     return ViewInputs(
         batch.text_ids,
         batch.text_mask,
@@ -349,7 +351,7 @@ class EMTDLFRAdapter(PresetParams, Adapter):
             # Training-mode BatchNorm cannot normalise one sample (see the module docstring).
             return torch.zeros((), device=batch.label.device)
         self._groups.start_batch(self.optimizer)
-        out = self.model(_view(batch.complete_view), _view(batch))
+        out = self.model(view_inputs(batch.complete_view), view_inputs(batch))
         losses = dlfr_objective(
             out,
             self.recon_targets(batch, out["text_for_recon"]),
@@ -364,7 +366,7 @@ class EMTDLFRAdapter(PresetParams, Adapter):
 
     def predict(self, batch: Batch) -> dict[str, torch.Tensor]:
         batch = thin_frames(batch, *self.frame_strides)
-        output = self.model.predict(_view(batch))  # type: ignore[operator]
+        output = self.model.predict(view_inputs(batch))  # type: ignore[operator]
         return head_outputs(self.ctx.task, output)
 
     def scores(self, outputs: Mapping[str, np.ndarray], knobs: Mapping[str, float]) -> np.ndarray:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from torch import nn
 
 from tests.conftest import REFERENCE_DIR
@@ -34,3 +37,15 @@ def read_tsv(name: str) -> list[tuple[str, ...]]:
 def non_bert_params(model: nn.Module) -> int:
     """Parameters outside BERT (each shared tensor counted once)."""
     return sum(p.numel() for n, p in model.named_parameters() if not n.startswith(BERT_PREFIX))
+
+
+def five_group_settings(params: Mapping[str, Any]) -> list[tuple[Any, Any]]:
+    """The (lr, weight_decay) expected of MMSA's five Adam groups, in order: BERT with decay,
+    BERT without, audio encoder, video encoder, everything else."""
+    return [
+        (params["learning_rate_bert"], params["weight_decay_bert"]),
+        (params["learning_rate_bert"], 0.0),
+        (params["learning_rate_audio"], params["weight_decay_audio"]),
+        (params["learning_rate_video"], params["weight_decay_video"]),
+        (params["lr"], params["weight_decay_other"]),
+    ]

@@ -18,6 +18,7 @@ from mer_bench.batch import Batch, KeepMasks, SplitTensors
 from mer_bench.data.types import CLS_ID, SEP_ID, DataSpec, Split
 from mer_bench.errors import AdapterError, ConfigError
 from mer_bench.protocol import Task
+from tests.baselines.helpers import five_group_settings
 
 # reference/selfmm_state_dict_mmsa_mosi_unaligned.tsv (MMSA SELF_MM, MOSI hp, audio 5 / vision 20,
 # everything under text_model. excluded), kept inline so the test needs no shared folder.
@@ -231,14 +232,8 @@ def test_parameter_groups_follow_mmsa() -> None:
     # bert-base (12 layers) gives 76 / 123 tensors (§5.1); the same naming rule gives 4+6L / 3+10L.
     assert len(groups[0]["params"]) == 4 + 6 * layers
     assert len(groups[1]["params"]) == 3 + 10 * layers
-    p = adapter.ctx.params
-    assert [(g["lr"], g["weight_decay"]) for g in groups] == [
-        (p["learning_rate_bert"], p["weight_decay_bert"]),
-        (p["learning_rate_bert"], 0.0),
-        (p["learning_rate_audio"], p["weight_decay_audio"]),
-        (p["learning_rate_video"], p["weight_decay_video"]),
-        (p["lr"], p["weight_decay_other"]),
-    ]
+    settings = [(g["lr"], g["weight_decay"]) for g in groups]
+    assert settings == five_group_settings(adapter.ctx.params)
     grouped = [id(t) for g in groups for t in g["params"]]
     assert sorted(grouped) == sorted(id(t) for t in adapter.model.parameters())
     assert len(groups[4]["params"]) == 24  # the 12 post_* Linear layers
