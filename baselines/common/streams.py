@@ -8,6 +8,8 @@ state dicts of both models line up with theirs.
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
@@ -22,6 +24,9 @@ class StreamLSTM(nn.Module):
     and several times faster on CPU, where packed backward is slow.
     """
 
+    identity_if_same_width: ClassVar[bool] = False
+    """True: ``linear_1`` is an Identity when the LSTM is as wide as the output."""
+
     def __init__(
         self,
         in_size: int,
@@ -30,8 +35,6 @@ class StreamLSTM(nn.Module):
         num_layers: int,
         dropout: float,
         packed: bool = True,
-        *,
-        identity_if_same_width: bool = False,
     ) -> None:
         super().__init__()
         self.packed = packed
@@ -47,7 +50,7 @@ class StreamLSTM(nn.Module):
         # (MOSEI: 16 → 16 and 32 → 32), so ``linear_1`` then has no state-dict entries.
         self.linear_1: nn.Module = (
             nn.Identity()
-            if identity_if_same_width and hidden_size == out_size
+            if self.identity_if_same_width and hidden_size == out_size
             else nn.Linear(hidden_size, out_size)
         )
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -105,24 +106,7 @@ class AuViSubNet(StreamLSTM):
     with zeros past each sample's length in both cases.
     """
 
-    def __init__(
-        self,
-        in_size: int,
-        hidden_size: int,
-        out_size: int,
-        num_layers: int,
-        dropout: float,
-        packed: bool = True,
-    ) -> None:
-        super().__init__(
-            in_size,
-            hidden_size,
-            out_size,
-            num_layers,
-            dropout,
-            packed,
-            identity_if_same_width=True,
-        )
+    identity_if_same_width: ClassVar[bool] = True
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         last, seq = self.run(x, lengths, sequence=True)
