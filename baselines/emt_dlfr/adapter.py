@@ -61,7 +61,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import replace
 from typing import Any, ClassVar
 
 import numpy as np
@@ -69,10 +68,15 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from baselines.common.accumulation import GradientGroups
+from baselines.common.frames import thin_frames
+from baselines.common.heads import head_outputs, softmax_rows
+from baselines.common.optim import encoder_param_groups
+from baselines.common.params import PresetParams
 from baselines.emt_dlfr.losses import DLFRLosses, ReconTargets, dlfr_objective
 from baselines.emt_dlfr.model import EMTDLFR, EMTDLFRConfig, ViewInputs
 from mer_bench.adapters import Adapter, AdapterContext, SearchDim, register_adapter
-from mer_bench.batch import Batch, KeepMasks
+from mer_bench.batch import Batch
 from mer_bench.corruption import CorruptionKind, TrainCorruption
 from mer_bench.errors import ConfigError
 from mer_bench.protocol import Task
@@ -202,9 +206,6 @@ _SEARCH_SPACE: dict[str, SearchDim] = {
     "train_missing_rate": SearchDim("float", low=0.0, high=1.0, step=0.1),
 }
 
-# Names the original keeps out of BERT's weight decay: substring matches.
-_BERT_NO_DECAY: tuple[str, ...] = ("bias", "LayerNorm.bias", "LayerNorm.weight")
-_ENCODERS: tuple[str, ...] = ("text_model.", "audio_model.", "video_model.")
 
 _CONFIG_KEYS: tuple[str, ...] = tuple(
     name
@@ -213,29 +214,9 @@ _CONFIG_KEYS: tuple[str, ...] = tuple(
 )
 
 
-def thin_frames(batch: Batch, audio_stride: int, vision_stride: int) -> Batch:
-    """Every k-th audio / vision frame of a batch (and of its complete view), with the lengths,
-    validity masks and keep-masks that go with them; text is untouched."""
-    if audio_stride == vision_stride == 1:
-        return batch
-    a, v = audio_stride, vision_stride
-    keep = batch.keep
-    if keep is not None:
-        keep = KeepMasks(keep.text, keep.audio[:, ::a], keep.vision[:, ::v])
-    return replace(
-        batch,
-        audio=batch.audio[:, ::a],
-        vision=batch.vision[:, ::v],
-        audio_mask=batch.audio_mask[:, ::a],
-        vision_mask=batch.vision_mask[:, ::v],
-        audio_lengths=(batch.audio_lengths + a - 1) // a,
-        vision_lengths=(batch.vision_lengths + v - 1) // v,
-        keep=keep,
-        complete=None if batch.complete is None else thin_frames(batch.complete, a, v),
-    )
-
-
-def _view(batch: Batch) -> ViewInputs:
+def view_inputs(batch: Batch) -> ViewInputs:
+    """The model's inputs for one view: text ids / mask / segments, audio and vision with their
+    lengths."""
     return ViewInputs(
         batch.text_ids,
         batch.text_mask,
@@ -248,7 +229,7 @@ def _view(batch: Batch) -> ViewInputs:
 
 
 @register_adapter("emt_dlfr")
-class EMTDLFRAdapter(Adapter):
+class EMTDLFRAdapter(PresetParams, Adapter):
     """EMT-DLFR (Sun et al., IEEE TAC 2023) with its dual-level feature restoration training."""
 
     tasks: ClassVar[tuple[Task, ...]] = (Task.BINARY, Task.SEVEN, Task.REGRESSION)
@@ -272,18 +253,12 @@ class EMTDLFRAdapter(Adapter):
             else (math.ceil(spec.audio_len / target), math.ceil(spec.vision_len / target))
         )
         """Audio / vision frame strides applied before the model (``downsample_to``)."""
-        self._pending = 0
-        """Batches back-propagated in the current accumulation group."""
+        self._groups = GradientGroups()
+        """Accumulation over ``update_epochs`` batches (a trailing incomplete group dropped)."""
         self.last_losses: DLFRLosses | None = None
         """The parts of the last training step's objective, detached (inspection and tests)."""
 
     # ------------------------------------------------------------------ build
-    def _param(self, key: str) -> Any:
-        try:
-            return self.ctx.params[key]
-        except KeyError:
-            raise ConfigError(f"emt_dlfr parameter {key!r} is missing from the preset") from None
-
     def build(self) -> nn.Module:
         spec = self.ctx.spec
         classes = self.ctx.task.info.num_classes
@@ -326,50 +301,16 @@ class EMTDLFRAdapter(Adapter):
 
     def configure_optimizer(self) -> torch.optim.Optimizer:
         """Adam with the original's five parameter groups and coupled L2 weight decay."""
-        model: EMTDLFR = self.model  # type: ignore[assignment]
-        p = self.ctx.params
-        bert = list(model.text_model.named_parameters())
-        # named_parameters de-duplicates: the shared fusion tensors are in "other" once.
-        other = [w for n, w in model.named_parameters() if not n.startswith(_ENCODERS)]
-        groups = [
-            {
-                "params": [w for n, w in bert if not any(s in n for s in _BERT_NO_DECAY)],
-                "lr": float(p["learning_rate_bert"]),
-                "weight_decay": float(p["weight_decay_bert"]),
-            },
-            {
-                "params": [w for n, w in bert if any(s in n for s in _BERT_NO_DECAY)],
-                "lr": float(p["learning_rate_bert"]),
-                "weight_decay": 0.0,
-            },
-            {
-                "params": list(model.audio_model.parameters()),
-                "lr": float(p["learning_rate_audio"]),
-                "weight_decay": float(p["weight_decay_audio"]),
-            },
-            {
-                "params": list(model.video_model.parameters()),
-                "lr": float(p["learning_rate_video"]),
-                "weight_decay": float(p["weight_decay_video"]),
-            },
-            {
-                "params": other,
-                "lr": float(p["lr"]),
-                "weight_decay": float(p["weight_decay_other"]),
-            },
-        ]
-        return torch.optim.Adam(groups, foreach=True)
+        return torch.optim.Adam(encoder_param_groups(self.model, self.ctx.params), foreach=True)
 
     # ------------------------------------------------------------------ train / predict
     def on_epoch_start(self, epoch: int) -> None:
-        self._pending = 0
+        self._groups.pending = 0
 
     def on_epoch_end(self, epoch: int) -> None:
         # The original never steps a trailing incomplete accumulation group: its gradients are
         # discarded when the next epoch zeroes them, so dropping them here is the same.
-        if self._pending and self.optimizer is not None:
-            self.optimizer.zero_grad(set_to_none=True)
-        self._pending = 0
+        self._groups.discard(self.optimizer)
 
     def _task_loss(self, batch: Batch) -> Any:
         if self.ctx.task is Task.REGRESSION:
@@ -409,9 +350,8 @@ class EMTDLFRAdapter(Adapter):
         if batch.size < 2:
             # Training-mode BatchNorm cannot normalise one sample (see the module docstring).
             return torch.zeros((), device=batch.label.device)
-        if self._pending == 0:
-            self.optimizer.zero_grad(set_to_none=True)
-        out = self.model(_view(batch.complete_view), _view(batch))
+        self._groups.start_batch(self.optimizer)
+        out = self.model(view_inputs(batch.complete_view), view_inputs(batch))
         losses = dlfr_objective(
             out,
             self.recon_targets(batch, out["text_for_recon"]),
@@ -420,25 +360,17 @@ class EMTDLFRAdapter(Adapter):
             recon_weight=float(self.ctx.params["loss_recon_weight"]),
         )
         losses.total.backward()
-        self._pending += 1
-        if self._pending == int(self.ctx.params["update_epochs"]):
-            self.optimizer.step()
-            self._pending = 0
+        self._groups.end_batch(self.optimizer, int(self.ctx.params["update_epochs"]))
         self.last_losses = losses.detached()
         return losses.total.detach()
 
     def predict(self, batch: Batch) -> dict[str, torch.Tensor]:
         batch = thin_frames(batch, *self.frame_strides)
-        output = self.model.predict(_view(batch))  # type: ignore[operator]
-        if self.ctx.task is Task.REGRESSION:
-            return {"score": output.view(-1)}
-        return {"logits": output}
+        output = self.model.predict(view_inputs(batch))  # type: ignore[operator]
+        return head_outputs(self.ctx.task, output)
 
     def scores(self, outputs: Mapping[str, np.ndarray], knobs: Mapping[str, float]) -> np.ndarray:
         """(N,) score for regression; (N, C) softmax probabilities otherwise."""
         if self.ctx.task is Task.REGRESSION:
             return np.asarray(outputs["score"]).reshape(-1)
-        logits = np.asarray(outputs["logits"], dtype=np.float64)
-        shifted = logits - logits.max(axis=1, keepdims=True)
-        e = np.exp(shifted)
-        return e / e.sum(axis=1, keepdims=True)
+        return softmax_rows(outputs["logits"])

@@ -29,12 +29,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import nn
 from torch.nn import functional as F
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from baselines.common.streams import StreamLSTM
 from mer_bench.text_encoder import TextModel, build_text_encoder
 
 MODALITIES: tuple[str, ...] = ("text", "audio", "video")
@@ -95,52 +96,21 @@ class EMTDLFRConfig:
 # --------------------------------------------------------------------------- encoders
 
 
-class AuViSubNet(nn.Module):
-    """LSTM over one audio/vision stream: (utterance vector (B, out), sequence (B, T, out))."""
+class AuViSubNet(StreamLSTM):
+    """LSTM over one audio/vision stream: (utterance vector (B, out), sequence (B, T, out)).
 
-    def __init__(
-        self,
-        in_size: int,
-        hidden_size: int,
-        out_size: int,
-        num_layers: int,
-        dropout: float,
-        packed: bool = True,
-    ) -> None:
-        super().__init__()
-        self.packed = packed
-        self.rnn = nn.LSTM(
-            in_size,
-            hidden_size,
-            num_layers=num_layers,
-            dropout=dropout if num_layers > 1 else 0.0,
-            batch_first=True,
-        )
-        self.dropout = nn.Dropout(dropout)
-        # The original uses an Identity when the LSTM is already as wide as the output
-        # (MOSEI: 16 → 16 and 32 → 32), so ``linear_1`` then has no state-dict entries.
-        self.linear_1: nn.Module = (
-            nn.Identity() if hidden_size == out_size else nn.Linear(hidden_size, out_size)
-        )
+    The utterance vector is the final hidden state → dropout → ``linear_1``; the sequence is
+    the per-step outputs → the same ``linear_1`` (no dropout). ``linear_1`` is an Identity when
+    the LSTM is already as wide as the output, as in the original. Packed, the sequence is cut
+    to the batch's longest stream (as the original does); unpacked, it keeps the padded length,
+    with zeros past each sample's length in both cases.
+    """
+
+    identity_if_same_width: ClassVar[bool] = True
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        # Packing needs 1 <= length <= L; the data contract guarantees it for audio/vision, a
-        # clamp keeps hand-made inputs from crashing (length 0 then reads one zero frame).
-        lengths = lengths.clamp(1, x.shape[1])
-        if self.packed:
-            packed = pack_padded_sequence(
-                x, lengths.to("cpu", torch.int64), batch_first=True, enforce_sorted=False
-            )
-            out_packed, (h_n, _) = self.rnn(packed)
-            # (B, T_max, h), zeros past each length, T_max = the batch's longest stream.
-            seq, _ = pad_packed_sequence(out_packed, batch_first=True)
-            last = h_n[-1]
-        else:
-            seq, _ = self.rnn(x)
-            step = (lengths - 1).to(torch.int64).view(-1, 1, 1).expand(-1, 1, seq.shape[-1])
-            last = seq.gather(1, step).squeeze(1)
-            valid = torch.arange(x.shape[1], device=x.device).unsqueeze(0) < lengths.unsqueeze(1)
-            seq = seq * valid.unsqueeze(-1).to(seq.dtype)
+        last, seq = self.run(x, lengths, sequence=True)
+        assert seq is not None
         return self.linear_1(self.dropout(last)), self.linear_1(seq)
 
 

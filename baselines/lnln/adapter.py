@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from baselines.common.params import PresetParams
 from baselines.lnln.model import BERT_PREFIX, LNLN, LNLNConfig, LNLNInputs
 from mer_bench.adapters import Adapter, AdapterContext, SearchDim, register_adapter
 from mer_bench.batch import Batch
@@ -168,7 +169,7 @@ def _inputs(batch: Batch) -> LNLNInputs:
 
 
 @register_adapter("lnln")
-class LNLNAdapter(Adapter):
+class LNLNAdapter(PresetParams, Adapter):
     """LNLN (Zhang, Wang & Yu, NeurIPS 2024), faithful to the original model and trainer."""
 
     tasks: ClassVar[tuple[Task, ...]] = (Task.BINARY, Task.SEVEN, Task.REGRESSION)
@@ -190,12 +191,6 @@ class LNLNAdapter(Adapter):
         """Detached weighted terms of the last train_step (cc, adv, rec, sp)."""
 
     # ------------------------------------------------------------------ build
-    def _param(self, key: str) -> Any:
-        try:
-            return self.ctx.params[key]
-        except KeyError:
-            raise ConfigError(f"lnln parameter {key!r} is missing from the preset") from None
-
     def model_config(self) -> LNLNConfig:
         spec = self.ctx.spec
         try:

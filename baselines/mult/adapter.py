@@ -38,9 +38,10 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from baselines.common.accumulation import GradientGroups
+from baselines.common.heads import TASK_LOSS, head_loss, head_outputs, softmax_scores
 from baselines.mult.model import MODALITIES, BertTextEncoder, MulT, MulTConfig
 from mer_bench.adapters import Adapter, AdapterContext, SearchDim, register_adapter
 from mer_bench.batch import Batch
@@ -202,12 +203,6 @@ _SYNTH: dict[str, Any] = {
     "downsample_to": 32,
 }
 
-_TASK_LOSS = {
-    Task.BINARY: nn.CrossEntropyLoss,
-    Task.SEVEN: nn.CrossEntropyLoss,
-    Task.REGRESSION: nn.L1Loss,
-}
-
 
 @register_adapter("mult")
 class MulTAdapter(Adapter):
@@ -248,9 +243,9 @@ class MulTAdapter(Adapter):
 
     def __init__(self, ctx: AdapterContext) -> None:
         super().__init__(ctx)
-        self._loss = _TASK_LOSS[ctx.task]()
-        self._accumulated = 0
-        """Backward passes summed since the last optimiser step (MMSA's update_epochs)."""
+        self._loss = TASK_LOSS[ctx.task]()
+        self._groups = GradientGroups()
+        """Accumulation over ``update_epochs`` batches (MMSA's grouping; see on_epoch_start)."""
 
     # ------------------------------------------------------------------------- build
     def model_config(self, text_dim: int) -> MulTConfig:
@@ -342,20 +337,16 @@ class MulTAdapter(Adapter):
     def on_epoch_start(self, epoch: int) -> None:
         # MMSA zeroes the gradient at the start of each group; a trailing incomplete group of
         # the previous epoch is therefore dropped without a step (docs/baselines.md).
-        self._accumulated = 0
+        self._groups.pending = 0
         if self.optimizer is not None:
             self.optimizer.zero_grad(set_to_none=True)
 
     def train_step(self, batch: Batch, generator: torch.Generator) -> torch.Tensor:
         assert self.optimizer is not None, "the harness creates the optimiser before training"
         p = self.ctx.params
-        if self._accumulated == 0:
-            self.optimizer.zero_grad(set_to_none=True)
+        self._groups.start_batch(self.optimizer)
         output = self._forward(batch)
-        if self.ctx.task is Task.REGRESSION:
-            loss = self._loss(output.view(-1), batch.label.view(-1).to(output.dtype))
-        else:
-            loss = self._loss(output, batch.label)
+        loss = head_loss(self._loss, self.ctx.task, output, batch.label)
         loss.backward()
         clip = float(p["grad_clip"])
         if clip != -1.0:
@@ -364,21 +355,12 @@ class MulTAdapter(Adapter):
                 nn.utils.clip_grad_value_(params, clip)
             else:
                 nn.utils.clip_grad_norm_(params, clip)
-        self._accumulated += 1
-        if self._accumulated == int(p["update_epochs"]):
-            self.optimizer.step()
-            self._accumulated = 0
+        self._groups.end_batch(self.optimizer, int(p["update_epochs"]))
         return loss.detach()
 
     # ------------------------------------------------------------------------- evaluation
     def predict(self, batch: Batch) -> dict[str, torch.Tensor]:
-        output = self._forward(batch)
-        if self.ctx.task is Task.REGRESSION:
-            return {"score": output.view(-1)}
-        return {"logits": output}
+        return head_outputs(self.ctx.task, self._forward(batch))
 
     def scores(self, outputs: Mapping[str, np.ndarray], knobs: Mapping[str, float]) -> np.ndarray:
-        if self.ctx.task is Task.REGRESSION:
-            return np.asarray(outputs["score"]).reshape(-1)
-        logits = torch.from_numpy(np.asarray(outputs["logits"], dtype=np.float32))
-        return F.softmax(logits, dim=-1).numpy()
+        return softmax_scores(self.ctx.task, outputs)

@@ -98,14 +98,19 @@ def chunked_attention(
     return out.view(b, h, tq, -1)
 
 
+def _row_blocks(tq: int, block_rows: int) -> list[slice]:
+    """The query rows of each block, in order; forward and backward walk the same blocks."""
+    return [slice(lo, min(lo + block_rows, tq)) for lo in range(0, tq, block_rows)]
+
+
 def _block_weights(
-    q_block: torch.Tensor, k_t: torch.Tensor, bias: torch.Tensor | None
+    q_block: torch.Tensor, k_t: torch.Tensor, bias: torch.Tensor | None, rows: slice
 ) -> torch.Tensor:
     """softmax(q kᵀ + bias) of one block of (already scaled) queries: (B·H, rows, Tk)."""
     if bias is None:
         scores = torch.bmm(q_block, k_t)
     else:
-        scores = torch.baddbmm(bias, q_block, k_t)
+        scores = torch.baddbmm(bias[rows], q_block, k_t)
     return torch.softmax(scores, dim=-1)
 
 
@@ -130,13 +135,12 @@ class _ChunkedDropoutAttention(torch.autograd.Function):
         inv_keep = 1.0 / (1.0 - dropout_p)
         out = q.new_empty(q.shape[0], tq, v.shape[-1])
         kept_blocks = []
-        for lo in range(0, tq, block_rows):
-            hi = min(lo + block_rows, tq)
-            p = _block_weights(q_scaled[:, lo:hi], k_t, None if bias is None else bias[lo:hi])
+        for rows in _row_blocks(tq, block_rows):
+            p = _block_weights(q_scaled[:, rows], k_t, bias, rows)
             # Each weight kept with probability 1 - dropout_p and scaled by 1/(1 - dropout_p),
             # as F.dropout does; the scale is applied to the (rows, D) product, not the weights.
             kept = torch.rand(p.shape, generator=generator, device=p.device) >= dropout_p
-            out[:, lo:hi] = torch.bmm(p.mul_(kept), v).mul_(inv_keep)
+            out[:, rows] = torch.bmm(p.mul_(kept), v).mul_(inv_keep)
             kept_blocks.append(kept)
         ctx.save_for_backward(q_scaled, k, v, out, bias)
         ctx.kept_blocks = kept_blocks
@@ -156,14 +160,13 @@ class _ChunkedDropoutAttention(torch.autograd.Function):
         dq = torch.empty_like(q_scaled)
         dk = torch.zeros_like(k)
         dv = torch.zeros_like(v)
-        for i, lo in enumerate(range(0, tq, block_rows)):
-            hi = min(lo + block_rows, tq)
-            q_block, go, kept = q_scaled[:, lo:hi], grad_out[:, lo:hi], ctx.kept_blocks[i]
-            p = _block_weights(q_block, k_t, None if bias is None else bias[lo:hi])
+        for rows, kept in zip(_row_blocks(tq, block_rows), ctx.kept_blocks, strict=True):
+            q_block, go = q_scaled[:, rows], grad_out[:, rows]
+            p = _block_weights(q_block, k_t, bias, rows)
             dv.baddbmm_((p * kept).transpose(1, 2), go)
             dp = torch.bmm(go, v_t).mul_(kept).mul_(inv_keep)
-            ds = dp.sub_(delta[:, lo:hi]).mul_(p)
-            dq[:, lo:hi] = torch.bmm(ds, k)
+            ds = dp.sub_(delta[:, rows]).mul_(p)
+            dq[:, rows] = torch.bmm(ds, k)
             dk.baddbmm_(ds.transpose(1, 2), q_block)
         dv.mul_(inv_keep)
         dq.mul_(ctx.scale)

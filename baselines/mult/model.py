@@ -31,8 +31,41 @@ MODALITIES: tuple[str, ...] = ("l", "a", "v")
 """Text (language), audio, vision: the reference's order for concatenation and readout."""
 
 
+def crossmodal_pairs() -> list[tuple[str, str]]:
+    """(target, source) in the originals' order: l←a, l←v, a←l, a←v, v←l, v←a."""
+    return [(t, s) for t in MODALITIES for s in MODALITIES if s != t]
+
+
+class ModalityLookups:
+    """Per-modality reads of a MulT-family config (MulT, TFR-Net), ``m`` one of MODALITIES.
+
+    A mixin for frozen dataclasses that carry the original's per-modality keys.
+    """
+
+    text_dim: int
+    audio_dim: int
+    vision_dim: int
+    kernel_l: int
+    kernel_a: int
+    kernel_v: int
+    attn_dropout: float
+    attn_dropout_a: float
+    attn_dropout_v: float
+
+    def input_dim(self, m: str) -> int:
+        return {"l": self.text_dim, "a": self.audio_dim, "v": self.vision_dim}[m]
+
+    def kernel(self, m: str) -> int:
+        return {"l": self.kernel_l, "a": self.kernel_a, "v": self.kernel_v}[m]
+
+    def source_attn_dropout(self, m: str) -> float:
+        """Crossmodal attention dropout is chosen by the *source* (key) modality: l←a uses
+        ``attn_dropout_a``, l←v ``attn_dropout_v``, a←l and v←l ``attn_dropout``."""
+        return {"l": self.attn_dropout, "a": self.attn_dropout_a, "v": self.attn_dropout_v}[m]
+
+
 @dataclass(frozen=True)
-class MulTConfig:
+class MulTConfig(ModalityLookups):
     """Geometry and dropout rates of one MulT (names follow docs/baselines.md)."""
 
     text_dim: int
@@ -67,18 +100,8 @@ class MulTConfig:
         if self.nlevels < 1:
             raise ValueError(f"nlevels must be >= 1, got {self.nlevels}")
 
-    def input_dim(self, m: str) -> int:
-        return {"l": self.text_dim, "a": self.audio_dim, "v": self.vision_dim}[m]
-
-    def kernel(self, m: str) -> int:
-        return {"l": self.kernel_l, "a": self.kernel_a, "v": self.kernel_v}[m]
-
     def stride(self, m: str) -> int:
         return {"l": self.stride_l, "a": self.stride_a, "v": self.stride_v}[m]
-
-    def source_attn_dropout(self, m: str) -> float:
-        """Crossmodal attention dropout is chosen by the *source* modality (docs/baselines.md)."""
-        return {"l": self.attn_dropout, "a": self.attn_dropout_a, "v": self.attn_dropout_v}[m]
 
     @property
     def mem_layers(self) -> int:
@@ -349,7 +372,7 @@ class MulT(nn.Module):
             "attn_mask": config.attn_mask,
             "pos_embedding": config.pos_embedding,
         }
-        for tgt, src in self.pairs():
+        for tgt, src in crossmodal_pairs():
             encoder = TransformerEncoder(
                 d, layers=config.nlevels, attn_dropout=config.source_attn_dropout(src), **common
             )
@@ -363,11 +386,6 @@ class MulT(nn.Module):
         self.proj1 = nn.Linear(width, width)
         self.proj2 = nn.Linear(width, width)
         self.out_layer = nn.Linear(width, config.out_dim)
-
-    @staticmethod
-    def pairs() -> list[tuple[str, str]]:
-        """(target, source) in the reference's order: l←a, l←v, a←l, a←v, v←l, v←a."""
-        return [(t, s) for t in MODALITIES for s in MODALITIES if s != t]
 
     def _project(self, m: str, x: torch.Tensor) -> torch.Tensor:
         if self.config.conv_skipped(m):

@@ -25,6 +25,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from baselines.common.accumulation import GradientGroups
+from baselines.common.heads import softmax_rows
+from baselines.common.optim import encoder_param_groups
+from baselines.common.params import PresetParams
 from baselines.self_mm.model import SelfMM, SelfMMConfig
 from baselines.self_mm.ulgm import MODES, ULGM
 from mer_bench.adapters import Adapter, AdapterContext, SearchDim, register_adapter
@@ -178,8 +182,6 @@ _SEARCH_SPACE: dict[str, SearchDim] = {
     "exclude_zero": SearchDim("categorical", choices=(True, False)),
 }
 
-# Names the reference keeps out of BERT's weight decay: substring matches.
-_BERT_NO_DECAY: tuple[str, ...] = ("bias", "LayerNorm.bias", "LayerNorm.weight")
 
 _CONFIG_KEYS: tuple[str, ...] = tuple(
     name
@@ -189,7 +191,7 @@ _CONFIG_KEYS: tuple[str, ...] = tuple(
 
 
 @register_adapter("self_mm")
-class SelfMMAdapter(Adapter):
+class SelfMMAdapter(PresetParams, Adapter):
     """Self-MM (Yu et al., AAAI 2021), faithful to MMSA's model and trainer."""
 
     tasks: ClassVar[tuple[Task, ...]] = (Task.BINARY, Task.SEVEN, Task.REGRESSION)
@@ -207,17 +209,12 @@ class SelfMMAdapter(Adapter):
         super().__init__(ctx)
         self.ulgm: ULGM | None = None
         self.epoch = 1
-        self._pending = 0  # batches backpropagated in the current accumulation group
+        self._groups = GradientGroups()
+        """Accumulation over ``update_epochs`` batches (a trailing incomplete group dropped)."""
         self.last_losses: dict[str, torch.Tensor] = {}
         """Detached per-head losses of the last train_step (M, T, A, V)."""
 
     # ------------------------------------------------------------------ build
-    def _param(self, key: str) -> Any:
-        try:
-            return self.ctx.params[key]
-        except KeyError:
-            raise ConfigError(f"self_mm parameter {key!r} is missing from the preset") from None
-
     def build(self) -> nn.Module:
         spec = self.ctx.spec
         classes = self.ctx.task.info.num_classes
@@ -233,38 +230,8 @@ class SelfMMAdapter(Adapter):
         return SelfMM(cfg, self.ctx.text_encoder)
 
     def configure_optimizer(self) -> torch.optim.Optimizer:
-        """Adam with MMSA's five parameter groups and coupled L2 weight decay."""
-        model: SelfMM = self.model  # type: ignore[assignment]
-        p = self.ctx.params
-        bert = list(model.text_model.named_parameters())
-        bert_decay = [w for n, w in bert if not any(nd in n for nd in _BERT_NO_DECAY)]
-        bert_no_decay = [w for n, w in bert if any(nd in n for nd in _BERT_NO_DECAY)]
-        encoders = ("text_model.", "audio_model.", "video_model.")
-        other = [w for n, w in model.named_parameters() if not n.startswith(encoders)]
-        groups = [
-            {
-                "params": bert_decay,
-                "lr": float(p["learning_rate_bert"]),
-                "weight_decay": float(p["weight_decay_bert"]),
-            },
-            {"params": bert_no_decay, "lr": float(p["learning_rate_bert"]), "weight_decay": 0.0},
-            {
-                "params": list(model.audio_model.parameters()),
-                "lr": float(p["learning_rate_audio"]),
-                "weight_decay": float(p["weight_decay_audio"]),
-            },
-            {
-                "params": list(model.video_model.parameters()),
-                "lr": float(p["learning_rate_video"]),
-                "weight_decay": float(p["weight_decay_video"]),
-            },
-            {
-                "params": other,
-                "lr": float(p["lr"]),
-                "weight_decay": float(p["weight_decay_other"]),
-            },
-        ]
-        return torch.optim.Adam(groups, foreach=True)
+        """Adam with the original's five parameter groups and coupled L2 weight decay."""
+        return torch.optim.Adam(encoder_param_groups(self.model, self.ctx.params), foreach=True)
 
     # ------------------------------------------------------------------ ULGM
     def _feature_dims(self) -> dict[str, int]:
@@ -289,14 +256,12 @@ class SelfMMAdapter(Adapter):
 
     def on_epoch_start(self, epoch: int) -> None:
         self.epoch = int(epoch)
-        self._pending = 0
+        self._groups.pending = 0
 
     def on_epoch_end(self, epoch: int) -> None:
-        # The reference never steps a trailing incomplete accumulation group:
-        # its gradients are discarded, so flushing here means dropping them.
-        if self._pending and self.optimizer is not None:
-            self.optimizer.zero_grad(set_to_none=True)
-        self._pending = 0
+        # The reference never steps a trailing incomplete accumulation group: its gradients are
+        # discarded, so flushing here means dropping them.
+        self._groups.discard(self.optimizer)
 
     # ------------------------------------------------------------------ train / predict
     def _forward(self, batch: Batch) -> dict[str, torch.Tensor]:
@@ -316,9 +281,7 @@ class SelfMMAdapter(Adapter):
         if self.optimizer is None:
             self.optimizer = self.configure_optimizer()
         ulgm = self.ulgm
-        accumulate = int(self.ctx.params["update_epochs"])
-        if self._pending == 0:
-            self.optimizer.zero_grad(set_to_none=True)
+        self._groups.start_batch(self.optimizer)
         index = batch.index
         out = self._forward(batch)
         targets = ulgm.targets(index)  # (4, B) labels before this batch's update
@@ -340,10 +303,7 @@ class SelfMMAdapter(Adapter):
         ulgm.write_features(index, feats)
         ulgm.update_centres()
 
-        self._pending += 1
-        if self._pending == accumulate:
-            self.optimizer.step()
-            self._pending = 0
+        self._groups.end_batch(self.optimizer, int(self.ctx.params["update_epochs"]))
         self.last_losses = {
             "M": loss_m.detach(),
             "T": loss_uni[0].detach(),
@@ -361,9 +321,7 @@ class SelfMMAdapter(Adapter):
         m = np.asarray(outputs["M"], dtype=np.float64)
         if self.ctx.task is Task.REGRESSION:
             return m.reshape(-1)
-        shifted = m - m.max(axis=1, keepdims=True)
-        e = np.exp(shifted)
-        return e / e.sum(axis=1, keepdims=True)
+        return softmax_rows(m)
 
     # ------------------------------------------------------------------ checkpoint
     def extra_state(self) -> dict[str, torch.Tensor]:

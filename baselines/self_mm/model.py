@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torch.nn.utils.rnn import pack_padded_sequence
 
+from baselines.common.streams import StreamLSTM
 from mer_bench.text_encoder import TextModel, build_text_encoder
 
 
@@ -61,45 +61,14 @@ class BertTextEncoder(TextModel):
         return super().forward(ids, mask, segments)[:, 0]
 
 
-class AuViSubNet(nn.Module):
+class AuViSubNet(StreamLSTM):
     """LSTM over the packed sequence; its final hidden state → dropout → Linear."""
 
-    def __init__(
-        self,
-        in_size: int,
-        hidden_size: int,
-        out_size: int,
-        num_layers: int,
-        dropout: float,
-        packed: bool = True,
-    ) -> None:
-        super().__init__()
-        self.packed = packed
-        self.rnn = nn.LSTM(
-            in_size,
-            hidden_size,
-            num_layers=num_layers,
-            dropout=dropout if num_layers > 1 else 0.0,
-            batch_first=True,
-        )
-        self.dropout = nn.Dropout(dropout)
-        self.linear_1 = nn.Linear(hidden_size, out_size)
-
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        # Packing needs lengths ≥ 1. A sample whose length would be 0 (or
-        # exceed the padded length) is clamped into [1, L] so it cannot crash; with length 1
-        # the LSTM reads only its first frame (zeros when the modality is absent).
-        lengths = lengths.clamp(1, x.shape[1])
-        if self.packed:
-            packed = pack_padded_sequence(
-                x, lengths.to("cpu", torch.int64), batch_first=True, enforce_sorted=False
-            )
-            _, (h_n, _) = self.rnn(packed)
-            last = h_n[-1]
-        else:
-            out, _ = self.rnn(x)
-            step = (lengths - 1).to(torch.int64).view(-1, 1, 1).expand(-1, 1, out.shape[-1])
-            last = out.gather(1, step).squeeze(1)
+        # A sample whose length would be 0 (or exceed the padded length) is clamped into
+        # [1, L] so it cannot crash; with length 1 the LSTM reads only its first frame (zeros
+        # when the modality is absent).
+        last, _ = self.run(x, lengths, sequence=False)
         return self.linear_1(self.dropout(last))
 
 

@@ -58,14 +58,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import replace
 from typing import Any, ClassVar
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from baselines.common.frames import thin_frames
+from baselines.common.heads import TASK_LOSS, head_loss, head_outputs, softmax_scores
+from baselines.common.optim import BERT_NO_DECAY
 from baselines.tfr_net.model import (
     MODALITIES,
     BertTextEncoder,
@@ -75,7 +76,7 @@ from baselines.tfr_net.model import (
     reconstruction_loss,
 )
 from mer_bench.adapters import Adapter, AdapterContext, SearchDim, register_adapter
-from mer_bench.batch import Batch, KeepMasks
+from mer_bench.batch import Batch
 from mer_bench.corruption import CorruptionKind, TrainCorruption
 from mer_bench.errors import ConfigError
 from mer_bench.protocol import Task
@@ -216,14 +217,6 @@ _CONFIG_KEYS = (
 """Preset keys passed to ``TFRNetConfig`` under the same name."""
 
 
-_TASK_LOSS = {
-    Task.BINARY: nn.CrossEntropyLoss,
-    Task.SEVEN: nn.CrossEntropyLoss,
-    Task.REGRESSION: nn.L1Loss,
-}
-_BERT_NO_DECAY = ("bias", "LayerNorm.bias", "LayerNorm.weight")
-
-
 @register_adapter("tfr_net")
 class TFRNetAdapter(Adapter):
     """TFR-Net as released: batch-axis reconstruction attention, 5 steps per 4 batches."""
@@ -243,7 +236,7 @@ class TFRNetAdapter(Adapter):
 
     def __init__(self, ctx: AdapterContext) -> None:
         super().__init__(ctx)
-        self._loss = _TASK_LOSS[ctx.task]()
+        self._loss = TASK_LOSS[ctx.task]()
         self.epoch = 1
         self._in_group = 0
         """Backward passes summed in the current group of ``update_epochs`` batches."""
@@ -308,7 +301,7 @@ class TFRNetAdapter(Adapter):
                 continue
             if "text_model" not in name:
                 other.append(param)
-            elif any(tag in name for tag in _BERT_NO_DECAY):
+            elif any(tag in name for tag in BERT_NO_DECAY):
                 bert_no_decay.append(param)
             else:
                 bert_decay.append(param)
@@ -343,28 +336,9 @@ class TFRNetAdapter(Adapter):
         self._in_group = 0
 
     def _subsample(self, batch: Batch) -> Batch:
-        """Every s-th audio/vision frame (``downsample_to``); the identity at s = 1."""
-        sa, sv = self.frame_stride("a"), self.frame_stride("v")
-        if sa == 1 and sv == 1:
-            return batch
-        keep = batch.keep
-        if keep is not None:
-            keep = KeepMasks(keep.text, keep.audio[:, ::sa], keep.vision[:, ::sv])
-        return replace(
-            batch,
-            audio=batch.audio[:, ::sa],
-            vision=batch.vision[:, ::sv],
-            audio_mask=batch.audio_mask[:, ::sa],
-            vision_mask=batch.vision_mask[:, ::sv],
-            audio_lengths=(batch.audio_lengths + sa - 1) // sa,
-            vision_lengths=(batch.vision_lengths + sv - 1) // sv,
-            keep=keep,
-        )
-
-    def _prediction_loss(self, prediction: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
-        if self.ctx.task is Task.REGRESSION:
-            return self._loss(prediction.view(-1), label.view(-1).to(prediction.dtype))
-        return self._loss(prediction, label)
+        """Every s-th audio/vision frame (``downsample_to``), of the complete view too; the
+        identity at s = 1."""
+        return thin_frames(batch, self.frame_stride("a"), self.frame_stride("v"))
 
     def reconstruction_terms(
         self, model: TFRNet, view: Batch, complete: Batch, hidden: dict[str, torch.Tensor]
@@ -407,11 +381,9 @@ class TFRNetAdapter(Adapter):
             self.optimizer.zero_grad(set_to_none=True)
         view = self._subsample(batch)
         out = model(view.text_bert, view.audio, view.vision, view.audio_mask, view.vision_mask)
-        loss = self._prediction_loss(out.prediction, batch.label)
+        loss = head_loss(self._loss, self.ctx.task, out.prediction, batch.label)
         if self.epoch >= 2:
-            terms = self.reconstruction_terms(
-                model, view, self._subsample(batch.complete_view), out.hidden
-            )
+            terms = self.reconstruction_terms(model, view, view.complete_view, out.hidden)
             weights = {
                 "l": float(p["weight_gen_loss_t"]),
                 "a": float(p["weight_gen_loss_a"]),
@@ -438,15 +410,10 @@ class TFRNetAdapter(Adapter):
     def predict(self, batch: Batch) -> dict[str, torch.Tensor]:
         view = self._subsample(batch)
         out = self.model(view.text_bert, view.audio, view.vision, view.audio_mask, view.vision_mask)
-        if self.ctx.task is Task.REGRESSION:
-            return {"score": out.prediction.view(-1)}
-        return {"logits": out.prediction}
+        return head_outputs(self.ctx.task, out.prediction)
 
     def scores(self, outputs: Mapping[str, np.ndarray], knobs: Mapping[str, float]) -> np.ndarray:
-        if self.ctx.task is Task.REGRESSION:
-            return np.asarray(outputs["score"]).reshape(-1)
-        logits = torch.from_numpy(np.asarray(outputs["logits"], dtype=np.float32))
-        return F.softmax(logits, dim=-1).numpy()
+        return softmax_scores(self.ctx.task, outputs)
 
 
 @register_adapter("tfr_net_fixed")

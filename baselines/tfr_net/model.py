@@ -26,9 +26,11 @@ widths imply (the causal mask, on in every encoder, then runs over channels). Bo
 the same parameters; predictions never go through this branch, so
 only training differs.
 
-The transformer encoders are MulT's (``baselines.mult.model``): pre-LN layers, packed in-projection,
-sinusoidal positions that skip steps whose channel 0 is exactly zero, crossmodal key/value with
-independent embedding dropout, and the causal-with-offset mask on every encoder.
+The transformer encoders are MulT's (``baselines.mult.model``): pre-LN layers, packed
+in-projection, sinusoidal positions that skip steps whose channel 0 is exactly zero, crossmodal
+key/value with independent embedding dropout, and the causal-with-offset mask on every encoder.
+So are the BERT wrapper, the modality order (l, a, v), the crossmodal pair order and the
+per-modality config reads.
 """
 
 from __future__ import annotations
@@ -41,11 +43,13 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from baselines.mult.model import TransformerEncoder
-from mer_bench.text_encoder import TextModel
-
-MODALITIES: tuple[str, ...] = ("l", "a", "v")
-"""Text (language), audio, vision: the original's order everywhere."""
+from baselines.mult.model import (
+    MODALITIES,
+    BertTextEncoder,
+    ModalityLookups,
+    TransformerEncoder,
+    crossmodal_pairs,
+)
 
 _GENERATOR_NAME = {"l": "t", "a": "a", "v": "v"}
 _FUSION_NAME = {"l": "text", "a": "audio", "v": "vision"}
@@ -61,7 +65,7 @@ class FinalAttention(str, Enum):
 
 
 @dataclass(frozen=True)
-class TFRNetConfig:
+class TFRNetConfig(ModalityLookups):
     """Geometry and dropout rates of one TFR-Net (names follow the original's config keys)."""
 
     text_dim: int
@@ -117,21 +121,11 @@ class TFRNetConfig:
         if self.nlevels < 1 or self.fusion_gru_layers < 1:
             raise ValueError("nlevels and fusion_gru_layers must be >= 1")
 
-    def input_dim(self, m: str) -> int:
-        return {"l": self.text_dim, "a": self.audio_dim, "v": self.vision_dim}[m]
-
     def seq_len(self, m: str) -> int:
         return {"l": self.text_len, "a": self.audio_len, "v": self.vision_len}[m]
 
-    def kernel(self, m: str) -> int:
-        return {"l": self.kernel_l, "a": self.kernel_a, "v": self.kernel_v}[m]
-
     def fusion_hidden(self, m: str) -> int:
         return {"l": self.fusion_t_hid, "a": self.fusion_a_hid, "v": self.fusion_v_hid}[m]
-
-    def source_attn_dropout(self, m: str) -> float:
-        """Crossmodal attention dropout follows the source (key) modality (l←a 0.1, …)."""
-        return {"l": self.attn_dropout, "a": self.attn_dropout_a, "v": self.attn_dropout_v}[m]
 
     @property
     def inner_layers(self) -> int:
@@ -168,7 +162,7 @@ class Alignment(nn.Module):
             "embed_dropout": config.embed_dropout,
             "attn_mask": config.attn_mask,
         }
-        for tgt, src in self.pairs():
+        for tgt, src in crossmodal_pairs():
             encoder = TransformerEncoder(
                 d,
                 config.num_heads,
@@ -198,11 +192,6 @@ class Alignment(nn.Module):
                 **common,
             )
             self.add_module(f"trans_{m}_final", encoder)
-
-    @staticmethod
-    def pairs() -> list[tuple[str, str]]:
-        """(target, source) in the original's order: l←a, l←v, a←l, a←v, v←l, v←a."""
-        return [(t, s) for t in MODALITIES for s in MODALITIES if s != t]
 
     def _project(self, m: str, x: torch.Tensor) -> torch.Tensor:
         # The original skips the projection when the input already has width d.
@@ -319,14 +308,6 @@ class Fusion(nn.Module):
             getattr(self, f"{_FUSION_NAME[m]}_encoder")(hidden[m], masks[m]) for m in MODALITIES
         ]
         return self.classifier(torch.cat(pooled, dim=-1))
-
-
-class BertTextEncoder(TextModel):
-    """(B, 3, n) ids / attention mask / segments → (B, n, H) last hidden states."""
-
-    def forward(self, text_bert: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        ids, mask, segments = text_bert.unbind(dim=1)
-        return super().forward(ids, mask, segments)
 
 
 @dataclass(frozen=True)

@@ -10,8 +10,8 @@ import pytest
 import torch
 from torch import nn
 
-from baselines.emt_dlfr.adapter import EMTDLFRAdapter, thin_frames
-from baselines.emt_dlfr.model import EMTDLFR, EMTDLFRConfig, ViewInputs
+from baselines.emt_dlfr.adapter import EMTDLFRAdapter, thin_frames, view_inputs
+from baselines.emt_dlfr.model import EMTDLFR, EMTDLFRConfig
 from mer_bench.adapters import AdapterContext, get_adapter
 from mer_bench.batch import Batch, SplitTensors
 from mer_bench.conformance import check_adapter, tiny_split
@@ -19,37 +19,11 @@ from mer_bench.corruption import CorruptionKind, TrainCorruption
 from mer_bench.data.types import UNK_ID, DataSpec
 from mer_bench.errors import ConfigError
 from mer_bench.protocol import Alignment, Dataset, DataSetting, Distribution, Task
+from tests.baselines.helpers import five_group_settings, listing
 from tests.conftest import REFERENCE_DIR
 
 TSV = REFERENCE_DIR / "emtdlfr_state_dict_mosi_unaligned.tsv"
 HARNESS_KEYS = ("batch_size", "max_epochs", "patience", "lr")
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> object:
-    # Small models: intra-op threads only add contention on the shared 2-core runners.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
-@pytest.fixture(scope="module")
-def bert768(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """A local folder with a 768-wide, 1-layer BERT: the original's widths outside BERT."""
-    import transformers
-
-    folder = tmp_path_factory.mktemp("bert768")
-    config = transformers.BertConfig(
-        vocab_size=64,
-        hidden_size=768,
-        num_hidden_layers=1,
-        num_attention_heads=12,
-        intermediate_size=32,
-        max_position_embeddings=64,
-    )
-    transformers.BertModel(config).save_pretrained(folder)
-    return str(folder)
 
 
 def make_spec(
@@ -80,17 +54,6 @@ def make_adapter(
     return EMTDLFRAdapter(ctx)
 
 
-def listing(model: nn.Module) -> list[tuple[str, str, str]]:
-    # Every path of a shared parameter is a parameter path (the de-duplicating default would
-    # report the repeated paths as missing).
-    params = {n for n, _ in model.named_parameters(remove_duplicate=False)}
-    return [
-        (name, "x".join(str(s) for s in t.shape) or "1", "param" if name in params else "buffer")
-        for name, t in model.state_dict().items()
-        if not name.startswith("text_model.")
-    ]
-
-
 def unique_non_bert(model: nn.Module) -> list[torch.Tensor]:
     return [p for n, p in model.named_parameters() if not n.startswith("text_model.")]
 
@@ -99,18 +62,6 @@ def corrupted_batch(spec: DataSpec, n: int = 8, rate: float = 0.5, seed: int = 1
     split = tiny_split(spec, n, seed=seed)
     batch = SplitTensors(split, spec.task).batch(torch.arange(n))
     return TrainCorruption(kind=CorruptionKind.RATE, rate=rate).apply(batch, seed=5, epoch=1)
-
-
-def view(batch: Batch) -> ViewInputs:
-    return ViewInputs(
-        batch.text_ids,
-        batch.text_mask,
-        batch.text_segments,
-        batch.audio,
-        batch.audio_lengths,
-        batch.vision,
-        batch.vision_lengths,
-    )
 
 
 # --------------------------------------------------------------------------- state dicts
@@ -325,8 +276,8 @@ def test_packed_and_padded_encoders_compute_the_same_function() -> None:
     for a in (packed, padded):
         a.model.eval()
     with torch.no_grad():
-        out_p = packed.model(view(batch.complete_view), view(batch))
-        out_u = padded.model(view(batch.complete_view), view(batch))
+        out_p = packed.model(view_inputs(batch.complete_view), view_inputs(batch))
+        out_u = padded.model(view_inputs(batch.complete_view), view_inputs(batch))
     for key, value in out_p.items():
         if key.endswith("_recon") and key != "text_recon":
             value, other = value, out_u[key][:, : value.shape[1]]
@@ -403,7 +354,7 @@ def test_objective_forward_backward_matches_the_literal_transcription(
     torch.manual_seed(11)  # BERT's dropout draws the same masks in both forwards
     loss = adapter.train_step(batch, torch.Generator().manual_seed(0))
     torch.manual_seed(11)
-    out = reference.model(view(batch.complete_view), view(batch))
+    out = reference.model(view_inputs(batch.complete_view), view_inputs(batch))
     expected = literal_total(out, batch, task)
     expected.backward()
 
@@ -501,14 +452,8 @@ def test_parameter_groups_follow_the_original() -> None:
     adapter = make_adapter(preset="mosi", spec=make_spec(lengths=(12, 20, 24)))
     groups = adapter.configure_optimizer().param_groups
     assert len(groups) == 5
-    p = adapter.ctx.params
-    assert [(g["lr"], g["weight_decay"]) for g in groups] == [
-        (p["learning_rate_bert"], p["weight_decay_bert"]),
-        (p["learning_rate_bert"], 0.0),
-        (p["learning_rate_audio"], p["weight_decay_audio"]),
-        (p["learning_rate_video"], p["weight_decay_video"]),
-        (p["lr"], p["weight_decay_other"]),
-    ]
+    settings = [(g["lr"], g["weight_decay"]) for g in groups]
+    assert settings == five_group_settings(adapter.ctx.params)
     model = adapter.model
     assert len(groups[2]["params"]) == 6 and len(groups[3]["params"]) == 6  # LSTM + linear_1
     other = {id(w) for w in groups[4]["params"]}

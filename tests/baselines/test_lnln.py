@@ -34,14 +34,6 @@ SMALL = {
 }
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> object:
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def small_model(**overrides: int) -> LNLN:
     torch.manual_seed(0)
     cfg = LNLNConfig(
@@ -107,7 +99,7 @@ def _mosei_from_mosi(mosi: list[str]) -> list[str]:
 
 
 @pytest.fixture
-def bert768(monkeypatch: pytest.MonkeyPatch) -> None:
+def patched_bert768(monkeypatch: pytest.MonkeyPatch) -> None:
     """A 768-wide, 1-layer random BERT: the original's geometry for everything outside BERT
     (the parity listing was made the same way), built in a fraction of bert-base's time."""
     import transformers
@@ -123,7 +115,7 @@ def bert768(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(lnln_model, "build_text_encoder", lambda _: transformers.BertModel(config))
 
 
-@pytest.mark.usefixtures("bert768")
+@pytest.mark.usefixtures("patched_bert768")
 def test_mosi_state_dict_matches_the_original(reference_tsv: list[str]) -> None:
     model = LNLN(LNLNConfig())  # the original MOSI configuration
     assert _table(model) == reference_tsv
@@ -136,7 +128,7 @@ def test_mosi_state_dict_matches_the_original(reference_tsv: list[str]) -> None:
     )
 
 
-@pytest.mark.usefixtures("bert768")
+@pytest.mark.usefixtures("patched_bert768")
 def test_mosei_state_dict_is_the_original_mosei_configuration(reference_tsv: list[str]) -> None:
     cfg = LNLNConfig(audio_dim=74, vision_dim=35, audio_len=500, vision_len=500, fusion_depth=4)
     model = LNLN(cfg)

@@ -25,6 +25,7 @@ from mer_bench.batch import Batch, SplitTensors
 from mer_bench.data.types import CLS_ID, SEP_ID, DataSpec, Split
 from mer_bench.errors import ConfigError
 from mer_bench.protocol import Task
+from tests.baselines.helpers import listing, non_bert_params, read_tsv
 from tests.conftest import REFERENCE_DIR
 
 REFERENCE = REFERENCE_DIR
@@ -48,15 +49,6 @@ NO_DROPOUT = {
 # ----------------------------------------------------------------------------- helpers
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These models are tiny: one intra-op thread avoids oversubscribing a shared CPU."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def make_spec(
     text_dim: int | None,
     audio_dim: int,
@@ -75,25 +67,6 @@ def make_adapter(
     task = task or spec.task
     params = MulTAdapter.resolve_params(preset, overrides)
     return MulTAdapter(AdapterContext.create(spec, params))
-
-
-def listing(model: torch.nn.Module, skip_prefix: str = "text_model.") -> list[tuple[str, str, str]]:
-    params = dict(model.named_parameters())
-    return [
-        (name, "x".join(str(s) for s in t.shape), "param" if name in params else "buffer")
-        for name, t in model.state_dict().items()
-        if not name.startswith(skip_prefix)
-    ]
-
-
-def read_tsv(name: str) -> list[tuple[str, str, str]]:
-    lines = (REFERENCE / name).read_text().splitlines()
-    assert lines[0].split("\t") == ["name", "shape", "kind"]
-    return [tuple(line.split("\t")) for line in lines[1:] if line]
-
-
-def non_bert_params(model: torch.nn.Module) -> int:
-    return sum(p.numel() for n, p in model.named_parameters() if not n.startswith("text_model."))
 
 
 def make_split(

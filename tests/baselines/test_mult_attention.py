@@ -14,14 +14,6 @@ from baselines.mult.model import MulT, MulTConfig, visible_keys
 TOL = {"atol": 1e-5, "rtol": 1e-5}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def _qkv(b: int, h: int, tq: int, tk: int, d: int, seed: int = 0) -> list[torch.Tensor]:
     gen = torch.Generator().manual_seed(seed)
     shapes = ((b, h, tq, d), (b, h, tk, d), (b, h, tk, d))

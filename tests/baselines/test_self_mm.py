@@ -18,6 +18,7 @@ from mer_bench.batch import Batch, KeepMasks, SplitTensors
 from mer_bench.data.types import CLS_ID, SEP_ID, DataSpec, Split
 from mer_bench.errors import AdapterError, ConfigError
 from mer_bench.protocol import Task
+from tests.baselines.helpers import five_group_settings
 
 # the reference table selfmm_state_dict_mmsa_mosi_unaligned.tsv (MMSA SELF_MM, MOSI hp, audio 5 / vision 20,
 # everything under text_model. excluded), kept inline so the test needs no shared folder.
@@ -67,15 +68,6 @@ N, TEXT_LEN, AUDIO_LEN, AUDIO_DIM, VISION_LEN, VISION_DIM = 24, 12, 16, 5, 20, 6
 
 
 # --------------------------------------------------------------------------- fixtures
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> object:
-    # Tiny models: intra-op threads only add contention on the shared 2-core runners.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 def make_split(
@@ -187,25 +179,6 @@ def predict(adapter: SelfMMAdapter, batch: Batch) -> dict[str, torch.Tensor]:
         return adapter.predict(batch)
 
 
-@pytest.fixture(scope="module")
-def bert768(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """A local HF folder with a 768-wide, 1-layer BERT (small vocab): the reference's geometry
-    for everything outside BERT, as in docs/baselines.md"""
-    import transformers
-
-    folder = tmp_path_factory.mktemp("bert768")
-    config = transformers.BertConfig(
-        vocab_size=64,
-        hidden_size=768,
-        num_hidden_layers=1,
-        num_attention_heads=12,
-        intermediate_size=32,
-        max_position_embeddings=64,
-    )
-    transformers.BertModel(config).save_pretrained(folder)
-    return str(folder)
-
-
 def non_bert(adapter: SelfMMAdapter) -> dict[str, torch.Tensor]:
     return {k: v for k, v in adapter.model.state_dict().items() if not k.startswith("text_model.")}
 
@@ -259,14 +232,8 @@ def test_parameter_groups_follow_mmsa() -> None:
     # bert-base (12 layers) gives 76 / 123 tensors; the same naming rule gives 4+6L / 3+10L.
     assert len(groups[0]["params"]) == 4 + 6 * layers
     assert len(groups[1]["params"]) == 3 + 10 * layers
-    p = adapter.ctx.params
-    assert [(g["lr"], g["weight_decay"]) for g in groups] == [
-        (p["learning_rate_bert"], p["weight_decay_bert"]),
-        (p["learning_rate_bert"], 0.0),
-        (p["learning_rate_audio"], p["weight_decay_audio"]),
-        (p["learning_rate_video"], p["weight_decay_video"]),
-        (p["lr"], p["weight_decay_other"]),
-    ]
+    settings = [(g["lr"], g["weight_decay"]) for g in groups]
+    assert settings == five_group_settings(adapter.ctx.params)
     grouped = [id(t) for g in groups for t in g["params"]]
     assert sorted(grouped) == sorted(id(t) for t in adapter.model.parameters())
     assert len(groups[4]["params"]) == 24  # the 12 post_* Linear layers

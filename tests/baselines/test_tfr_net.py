@@ -17,36 +17,9 @@ from baselines.tfr_net.model import (
     reconstruction_loss,
 )
 from mer_bench.text_encoder import build_text_encoder
-from tests.conftest import REFERENCE_DIR
+from tests.baselines.helpers import listing, non_bert_params, read_tsv
 
 MOSI_NON_BERT = 14_850_620
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
-def read_tsv(name: str) -> list[tuple[str, ...]]:
-    lines = (REFERENCE_DIR / name).read_text().splitlines()
-    assert lines[0].split("\t") == ["name", "shape", "kind"]
-    return [tuple(line.split("\t")) for line in lines[1:] if line]
-
-
-def listing(model: torch.nn.Module) -> list[tuple[str, str, str]]:
-    params = dict(model.named_parameters())
-    return [
-        (name, "x".join(str(s) for s in t.shape) or "1", "param" if name in params else "buffer")
-        for name, t in model.state_dict().items()
-        if not name.startswith("text_model.")
-    ]
-
-
-def non_bert_params(model: torch.nn.Module) -> int:
-    return sum(p.numel() for n, p in model.named_parameters() if not n.startswith("text_model."))
 
 
 def bert(hidden: int = 32) -> BertTextEncoder:

@@ -1,0 +1,1 @@
+"""Building blocks that several baselines share (each keeps its own parameter names)."""
