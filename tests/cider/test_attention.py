@@ -112,3 +112,17 @@ def test_attention_dropout_only_in_lav_view() -> None:
     torch.manual_seed(3)
     slow, _ = literal_forward(module, x)
     assert torch.allclose(fast, slow, atol=2e-5)
+
+
+def test_compression_without_valid_keys_gives_the_bias_rows() -> None:
+    # The reference's pair mask zeroes every row of a sample with no valid audio/vision frame.
+    torch.manual_seed(4)
+    n, length, d = 6, 5, 8
+    module = CompressedAttention(d)
+    torch.nn.init.normal_(module.out_proj.bias)
+    text, other = torch.randn(n, 2, d), torch.randn(length, 2, d)
+    query_mask = torch.tensor([[0, 1, 1, 1, 0, 0], [0, 1, 1, 1, 1, 0]])
+    key_mask = torch.tensor([[0] * length, [1] * length])
+    out, _ = module(text, other, query_mask, key_mask)
+    assert torch.equal(out[:, 0], module.out_proj.bias.expand(n, d))
+    assert not torch.equal(out[1, 1], module.out_proj.bias)
