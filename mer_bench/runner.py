@@ -444,9 +444,16 @@ def persist(
 
 
 def run_setting(
-    sp: SettingPlan, opts: RunOptions, store: ResultsStore, hooks: Hooks | None = None
+    sp: SettingPlan,
+    opts: RunOptions,
+    store: ResultsStore,
+    hooks: Hooks | None = None,
+    alive: Callable[[], bool] = lambda: True,
 ) -> SettingOutcome:
-    """Train (or reuse) one setting and evaluate every cell not yet in the store."""
+    """Train (or reuse) one setting and evaluate every cell not yet in the store.
+
+    ``alive`` is asked before each write: a worker whose run was killed stops instead of writing
+    into a results folder that may already belong to another run."""
     hooks = hooks or Hooks()
     start = time.perf_counter()
     todo, state, chash = prepare(sp, opts, store)
@@ -458,6 +465,8 @@ def run_setting(
     trained = False
     n_done = 0
     for event in setting_events(sp.setting, todo, opts, state, hooks):
+        if not alive():
+            break
         trained |= isinstance(event, Trained)
         n_done += persist(event, sp.setting, opts, store, chash)
     outcome = SettingOutcome(sp.setting.id, trained, n_done, time.perf_counter() - start)
@@ -465,11 +474,12 @@ def run_setting(
     return outcome
 
 
-def _worker(sp: SettingPlan, opts: RunOptions) -> SettingOutcome:
-    """Entry point of a ``--jobs`` worker process: its own store connection, no progress bars."""
+def _worker(sp: SettingPlan, opts: RunOptions, parent: int) -> SettingOutcome:
+    """Entry point of a ``--jobs`` worker process: its own store connection, no progress bars;
+    it stops writing once the run that started it (``parent``) is gone."""
     torch.set_num_threads(1)
     with ResultsStore(opts.out) as store:
-        return run_setting(sp, opts, store)
+        return run_setting(sp, opts, store, alive=lambda: os.getppid() == parent)
 
 
 def execute(
@@ -502,7 +512,7 @@ def _execute_local(
     outcomes = []
     ctx = mp.get_context("spawn")
     with ProcessPoolExecutor(max_workers=opts.jobs, mp_context=ctx) as pool:
-        futures = {pool.submit(_worker, sp, opts): sp for sp in plans}
+        futures = {pool.submit(_worker, sp, opts, os.getpid()): sp for sp in plans}
         for fut in as_completed(futures):
             outcome = fut.result()
             outcomes.append(outcome)

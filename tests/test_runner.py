@@ -414,3 +414,20 @@ def test_cli_run_end_to_end_and_export(tiny_synth_root: Path, tmp_path: Path) ->
     assert bad.stderr.strip().startswith("error:") and "did you mean 'mult'" in bad.stderr
     assert "Traceback" not in bad.stderr
     json.dumps(lines)
+
+
+def test_a_worker_of_a_dead_run_writes_nothing(tiny_synth_root: Path, tmp_path: Path) -> None:
+    """A setting whose run is gone (``alive`` false) stops before its first write."""
+    from mer_bench.runner import run_setting
+
+    opts = _opts(
+        tiny_synth_root,
+        tmp_path,
+        selector="distribution=iid,alignment=aligned,task=binary,mode=RMM",
+    )
+    (sp, *_) = plan(opts)
+    with ResultsStore(tmp_path) as store:
+        outcome = run_setting(sp, opts, store, alive=lambda: False)
+        assert (outcome.trained, outcome.cells_done) == (False, 0)
+        assert store.setting_record(sp.setting) is None and store.count_cells() == 0
+        assert run_setting(sp, opts, store).cells_done == 11
