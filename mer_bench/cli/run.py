@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -424,5 +425,6 @@ def _print_summary(opts: RunOptions) -> None:
                     at0.append(curve[0.0])
             cols[mode] = f"{sum(areas) / len(areas):.3f}" if areas else "-"
         zero = f"{sum(at0) / len(at0):.3f}" if at0 and not math.isnan(sum(at0)) else "-"
-        table.add_row(model, data_id, metric, zero, *cols.values())
+        # escape: a system name such as ``mult[clean]`` is not rich markup
+        table.add_row(escape(model), data_id, metric, zero, *cols.values())
     Console(file=sys.stdout, width=140).print(table)
