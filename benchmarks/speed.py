@@ -37,6 +37,7 @@ import torch
 
 from mer_bench.adapters import Adapter, AdapterContext, get_adapter
 from mer_bench.batch import SplitTensors
+from mer_bench.corruption import TrainCorruption
 from mer_bench.data.types import CLS_ID, SEP_ID, DataSpec, Split
 from mer_bench.evaluate import autocast, predict_split
 from mer_bench.missing import split_keep_masks
@@ -138,11 +139,10 @@ def build_adapter(
     """The adapter as the harness builds it for this data, set up on ``train``."""
     cls = get_adapter(model)
     torch.manual_seed(seed)
-    ctx = AdapterContext(
-        spec=DataSpec.from_split(train, aligned=aligned, task=task),
-        task=task,
-        params=cls.resolve_params(preset, dict(overrides or {})),
-        device=torch.device(device),
+    ctx = AdapterContext.create(
+        DataSpec.from_split(train, aligned=aligned, task=task),
+        cls.resolve_params(preset, dict(overrides or {})),
+        device=device,
         seed=seed,
         text_encoder=text_encoder,
     )
@@ -217,12 +217,14 @@ def train_epoch(adapter: Adapter, data: SplitTensors, batch_size: int, precision
     device = adapter.ctx.device
     generator = torch.Generator().manual_seed(0)
     aug = torch.Generator(device=device).manual_seed(1)
+    corruption = adapter.training_corruption() or TrainCorruption.none()
     adapter.on_epoch_start(1)
     adapter.train_mode()
     losses = []
     with autocast(device, precision):
         for batch in data.batches(batch_size, generator=generator, shuffle=True):
-            losses.append(adapter.train_step(batch.to(device), aug))
+            # the harness applies the model's native training corruption, as in ``fit``
+            losses.append(adapter.train_step(corruption.apply(batch.to(device), 0, 1), aug))
     adapter.on_epoch_end(1)
     torch.stack(losses).sum().item()  # one sync, as the harness does
 

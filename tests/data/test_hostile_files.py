@@ -56,6 +56,7 @@ _HARNESS = textwrap.dedent(
     from mer_bench.data.check import check_file
     from mer_bench.errors import DataError
     out = {}
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     for path in sys.argv[1:]:
         start = time.monotonic()
         try:
@@ -68,7 +69,8 @@ _HARNESS = textwrap.dedent(
             "seconds": time.monotonic() - start,
             "child_rss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
         }
-    out["self_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    # growth beyond the interpreter and its imports: what reading the attack files cost here
+    out["self_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - base
     print(json.dumps(out))
     """
 )
