@@ -116,3 +116,32 @@ def test_two_processes_writing_concurrently_lose_no_rows(tmp_path: Path) -> None
         frame = store.results_frame()
         assert len(frame) == 2 * 3 * len(RATES)
         assert not frame.duplicated(["setting_id", "cell_id", "selection"]).any()
+
+
+def test_a_store_written_before_the_regime_axis_reads_as_native(tmp_path) -> None:
+    """Stores from before the training-regime axis gain the columns, every row ``native``."""
+    import sqlite3
+
+    from mer_bench.export import metrics_frame
+    from mer_bench.store import ResultsStore
+
+    with ResultsStore(tmp_path) as store:
+        pass
+    with sqlite3.connect(tmp_path / "results.sqlite") as conn:  # back to the old layout
+        for table in ("settings", "results"):
+            conn.execute(f"ALTER TABLE {table} DROP COLUMN train_rate")
+            conn.execute(f"ALTER TABLE {table} DROP COLUMN regime")
+        assert "regime" not in {r[1] for r in conn.execute("PRAGMA table_info(results)")}
+        conn.execute(
+            "INSERT INTO results (setting_id, cell_id, selection, is_primary, model, dataset,"
+            " distribution, alignment, task, seed, mode, rate, condition, metrics, knobs,"
+            " mask_rng) VALUES ('m/synth/iid/aligned/binary/seed1',"
+            " 'synth/iid/aligned/binary/RMM@0.5', 'none', 1, 'm', 'synth', 'iid', 'aligned',"
+            " 'binary', 1, 'RMM', 0.5, NULL, '{\"acc3\": 0.5}', '{}', 'per-sample')"
+        )
+    with ResultsStore(tmp_path) as store:
+        cols = {r[1] for r in store._conn.execute("PRAGMA table_info(results)")}
+        assert {"regime", "train_rate"} <= cols
+        frame = metrics_frame(store)
+        assert list(frame.columns).index("regime") == 6
+        assert list(frame["regime"]) == ["native"] and frame["acc3"].iloc[0] == 0.5
