@@ -494,8 +494,9 @@ def execute(
         Executor.LOCAL: _execute_local,
         Executor.RAY: _execute_ray,
     }
-    if opts.suite is not None:
-        with ResultsStore(opts.out) as store:
+    # The driver creates the store (schema, WAL mode) before any worker opens it.
+    with ResultsStore(opts.out) as store:
+        if opts.suite is not None:
             store.record_suite(opts.suite)
     return executors[opts.executor](plans, opts, hooks or Hooks())
 

@@ -87,7 +87,7 @@ class ResultsStore:
             )
         self.folder.mkdir(parents=True, exist_ok=True)
         self._conn = sqlite3.connect(self.path, timeout=120.0, isolation_level=None)
-        self._conn.execute("PRAGMA journal_mode=WAL")
+        _use_wal(self._conn)
         self._conn.execute("PRAGMA synchronous=NORMAL")
         self._conn.execute("PRAGMA busy_timeout=120000")
         with self.transaction() as cur:
@@ -329,6 +329,21 @@ class ResultsStore:
                 "SELECT COUNT(*) FROM (SELECT DISTINCT setting_id, cell_id FROM results)"
             ).fetchone()[0]
         )
+
+
+def _use_wal(conn: sqlite3.Connection, attempts: int = 50) -> None:
+    """Switch the file to WAL mode (persistent) unless it already is. The switch needs the file
+    to itself and SQLite answers "locked" at once instead of waiting when two processes create
+    the store together, so it is retried for a few seconds."""
+    for attempt in range(attempts):
+        try:
+            if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or attempt == attempts - 1:
+                raise
+            time.sleep(0.05 + 0.01 * attempt)
 
 
 def _add_regime_columns(cur: sqlite3.Cursor) -> None:

@@ -145,3 +145,21 @@ def test_a_store_written_before_the_regime_axis_reads_as_native(tmp_path) -> Non
         frame = metrics_frame(store)
         assert list(frame.columns).index("regime") == 6
         assert list(frame["regime"]) == ["native"] and frame["acc3"].iloc[0] == 0.5
+
+
+def _open_store(folder: str) -> str:
+    from mer_bench.store import ResultsStore
+
+    with ResultsStore(folder) as store:
+        return store._conn.execute("PRAGMA journal_mode").fetchone()[0]
+
+
+def test_processes_creating_one_store_together_all_succeed(tmp_path) -> None:
+    """Creating a store switches it to WAL, which SQLite refuses at once ("locked") while
+    another process holds the file; concurrent creators retry instead of failing."""
+    import multiprocessing as mp
+
+    folders = [str(tmp_path / f"store{i}") for i in range(6)]
+    with mp.get_context("spawn").Pool(4) as pool:
+        modes = pool.map(_open_store, [f for f in folders for _ in range(4)])
+    assert modes == ["wal"] * len(modes)
