@@ -331,22 +331,23 @@ class CIDerAdapter(Adapter):
         assert self._eval_protos is not None and self._cf_table is not None
         size = batch.size
         cf = counterfactual_ids(batch.text_ids, self._cf_table)
-        both = Batch(
-            index=batch.index.repeat(2),
-            text_ids=torch.cat((batch.text_ids, cf)),
-            text_mask=batch.text_mask.repeat(2, 1),
-            text_segments=batch.text_segments.repeat(2, 1),
-            audio=batch.audio.repeat(2, 1, 1),
-            vision=batch.vision.repeat(2, 1, 1),
-            audio_mask=batch.audio_mask.repeat(2, 1),
-            vision_mask=batch.vision_mask.repeat(2, 1),
-            audio_lengths=batch.audio_lengths.repeat(2),
-            vision_lengths=batch.vision_lengths.repeat(2),
-            label=batch.label.repeat(2),
-            score=batch.score.repeat(2),
-        )
+        # Audio and vision are the same in both views: the model runs their paths once.
         pe_index = torch.arange(size, device=batch.text_ids.device).repeat(2)
-        out = self._run(both, self._eval_protos, pe_index=pe_index, need_attention=False)
+        p_protos, p_prior = self._eval_protos
+        out = self.model(
+            torch.cat((batch.text_ids, cf)),
+            batch.text_mask.repeat(2, 1),
+            batch.text_segments.repeat(2, 1),
+            batch.audio,
+            batch.vision,
+            batch.audio_mask,
+            batch.vision_mask,
+            p_protos,
+            p_prior,
+            pe_index=pe_index,
+            need_attention=False,
+            text_views=2,
+        )
         logp, cf_logp = out.pred.split(size)
         return {"logp": logp, "cf_logp": cf_logp}
 

@@ -141,25 +141,32 @@ class MultimodalMultiheadAttention(nn.Module):
     def summarise(self, views: torch.Tensor, batch: int) -> torch.Tensor:
         """views (3 query seg, 4 views, hd, n, B·H): per query segment its four view outputs
         → (3n, B, d): each view through its out_proj, the four concatenated through s_l/s_a/s_v,
-        then final_out_proj. Batched over (segment, view) as plain matrix products."""
+        then final_out_proj.
+
+        Worked feature-major, (…, features, n·B), because that is the layout the views arrive
+        in: with one head no copy is needed before the products, and the only transposition is
+        of the final (3, d, n·B) block (a quarter of the views' size)."""
         hd, n = views.shape[2], views.shape[3]
-        d = self.embed_dim
+        d, heads = self.embed_dim, self.num_heads
+        # Feature index h·hd + j, as the heads are concatenated (a view when heads == 1).
         rows = (
-            views.view(3, 4, hd, n, batch, self.num_heads)
-            .permute(0, 1, 3, 4, 5, 2)
-            .reshape(12, n * batch, d)
-        )  # feature index h·hd + j, as the heads are concatenated
+            views.view(3, 4, hd, n, batch, heads)
+            .permute(0, 1, 5, 2, 3, 4)
+            .reshape(12, d, n * batch)
+        )
         idx = _SEGMENT_VIEW_INDEX.to(views.device)
         w_out = torch.stack([lin.weight for lin in self.out_proj])[idx]  # (3, 4, e, d)
         b_out = torch.stack([lin.bias for lin in self.out_proj])[idx]  # (3, 4, e)
         projected = torch.baddbmm(
-            b_out.reshape(12, 1, d), rows, w_out.reshape(12, d, d).transpose(1, 2)
-        )  # (3·4, n·B, e)
-        summ_in = projected.view(3, 4, n * batch, d).transpose(1, 2).reshape(3, n * batch, 4 * d)
+            b_out.reshape(12, d, 1), w_out.reshape(12, d, d), rows
+        )  # (3·4, e, n·B)
+        summ_in = projected.view(3, 4 * d, n * batch)  # the four views' features, in order
         w_s = torch.stack([self.s_l.weight, self.s_a.weight, self.s_v.weight])  # (3, d, 4d)
         b_s = torch.stack([self.s_l.bias, self.s_a.bias, self.s_v.bias])  # (3, d)
-        summ = torch.baddbmm(b_s.unsqueeze(1), summ_in, w_s.transpose(1, 2))  # (3, n·B, d)
-        return self.final_out_proj(summ.view(3 * n, batch, d))
+        summ = torch.baddbmm(b_s.unsqueeze(2), w_s, summ_in)  # (3, d, n·B)
+        out = torch.matmul(self.final_out_proj.weight, summ)  # (3, e, n·B)
+        out = out + self.final_out_proj.bias.view(1, d, 1)
+        return out.view(3, d, n, batch).permute(0, 2, 3, 1).reshape(3 * n, batch, d)
 
     @staticmethod
     def mix_views(per_segment: torch.Tensor, lse: torch.Tensor) -> torch.Tensor:

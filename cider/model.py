@@ -114,7 +114,9 @@ class EncoderLayer(nn.Module):
         attended, scores = self.self_attn(self.layer_norms[0](x), need_scores=need_scores)
         x = x + F.dropout(attended, self.res_dropout, self.training)
         hidden = F.dropout(
-            F.relu(self.fc1(self.layer_norms[1](x))), self.relu_dropout, self.training
+            F.relu(self.fc1(self.layer_norms[1](x)), inplace=True),
+            self.relu_dropout,
+            self.training,
         )
         x = x + F.dropout(self.fc2(hidden), self.res_dropout, self.training)
         return x, scores
@@ -294,6 +296,7 @@ class CIDerModel(nn.Module):
         reconstruct: bool = False,
         pe_index: torch.Tensor | None = None,
         need_attention: bool = True,
+        text_views: int = 1,
     ) -> CIDerOutput:
         """One view through the body. Masks are always the *original* validity masks (Q-11).
 
@@ -301,22 +304,37 @@ class CIDerModel(nn.Module):
         caller run two views of the same samples as one concatenated batch).
         ``need_attention=False`` skips forming the last layer's raw scores (``attn`` is then
         empty): evaluation never reads them, and they are the largest tensor of the pass.
+        ``text_views`` = k means the text inputs hold k views of the same B samples stacked
+        along the batch (k·B rows) while audio/vision hold the B samples once: their paths,
+        which do not read the text, run once and are shared by every text view (the same
+        numbers as repeating the audio/vision rows k times, at 1/k of their cost).
         """
         cfg = self.cfg
         n = cfg.text_len
-        text_hidden = self.text_model(text_ids, text_mask, text_segments)  # (B, n, D_l)
+        if text_ids.shape[0] != text_views * audio.shape[0]:
+            raise ValueError(
+                f"{text_ids.shape[0]} text rows for {audio.shape[0]} audio rows × {text_views} views"
+            )
+        text_hidden = self.text_model(text_ids, text_mask, text_segments)  # (kB, n, D_l)
         # The bias-free kernel-1 convolutions are per-step linear maps; applied as matrix
         # products on the batch-major inputs, viewed time-major (n, B, d) without a copy.
         p_l = F.linear(text_hidden, self.proj_l.weight.squeeze(-1)).transpose(0, 1)
         p_a = F.linear(audio, self.proj_a.weight.squeeze(-1)).transpose(0, 1)
         p_v = F.linear(vision, self.proj_v.weight.squeeze(-1)).transpose(0, 1)
         if not cfg.aligned:
+            # Compression is queried by the text, so it runs per text view.
             query_mask = self.compress_masks(text_mask)
-            p_a, _ = self.a_compress(p_l, p_a, query_mask, audio_mask)
-            p_v, _ = self.v_compress(p_l, p_v, query_mask, vision_mask)
+            p_a, _ = self.a_compress(
+                p_l, p_a.repeat(1, text_views, 1), query_mask, audio_mask.repeat(text_views, 1)
+            )
+            p_v, _ = self.v_compress(
+                p_l, p_v.repeat(1, text_views, 1), query_mask, vision_mask.repeat(text_views, 1)
+            )
         h_l, _ = self.t(p_l)
         h_a, _ = self.a(p_a)
         h_v, _ = self.v(p_v)
+        if cfg.aligned and text_views > 1:
+            h_a, h_v = h_a.repeat(1, text_views, 1), h_v.repeat(1, text_views, 1)
         z, scores = self.multimodal_transformer(
             torch.cat((h_l, h_a, h_v), dim=0), pe_index, need_scores=need_attention
         )

@@ -16,9 +16,13 @@ from mer_bench.protocol import Distribution, Task
 from .helpers import full_batch, make_ctx, make_split
 
 
-def _ready(name: str = "cider"):
-    split = make_split(10, n=10, audio_len=14, vision_len=11)
-    ad = get_adapter(name)(make_ctx(split, adapter=name))
+def _ready(name: str = "cider", aligned: bool = False):
+    split = (
+        make_split(10, n=10, audio_len=10, vision_len=10, aligned=True)
+        if aligned
+        else make_split(10, n=10, audio_len=14, vision_len=11)
+    )
+    ad = get_adapter(name)(make_ctx(split, aligned=aligned, adapter=name))
     ad.setup(split)
     ad.model.eval()
     return ad, split
@@ -61,8 +65,13 @@ def test_registry_and_knobs() -> None:
     }
 
 
-def test_predict_two_passes_and_scores() -> None:
-    ad, split = _ready()
+@pytest.mark.parametrize("aligned", [False, True])
+@pytest.mark.parametrize("name", ["cider", "cider_fixed"])
+def test_predict_two_passes_and_scores(name: str, aligned: bool) -> None:
+    """predict runs both views in one batch and the audio/vision paths once; the result is
+    that of two separate passes with every input given in full."""
+    ad, split = _ready(name, aligned)
+    assert ad.model.cfg.aligned is aligned
     batch = _missing_batch(split)
     with torch.no_grad():
         out = ad.predict(batch)
