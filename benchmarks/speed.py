@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import json
 import resource
 import statistics
@@ -41,7 +42,7 @@ from mer_bench.corruption import TrainCorruption
 from mer_bench.data.types import CLS_ID, SEP_ID, DataSpec, Split
 from mer_bench.evaluate import autocast, predict_split
 from mer_bench.missing import split_keep_masks
-from mer_bench.protocol import Mode, Task
+from mer_bench.protocol import DataSetting, Mode, Task
 
 
 @dataclass(frozen=True)
@@ -135,16 +136,25 @@ def build_adapter(
     device: str = "cpu",
     text_encoder: str | None = None,
     seed: int = 0,
+    *,
+    data: DataSetting | None = None,
+    out: Path | str | None = None,
 ) -> Adapter:
-    """The adapter as the harness builds it for this data, set up on ``train``."""
+    """The adapter as the harness builds it for this data, set up on ``train``.
+
+    ``data`` and ``out`` are the context's setting and results folder (``AdapterContext.create``:
+    by default an IID synth setting and no cache).
+    """
     cls = get_adapter(model)
     torch.manual_seed(seed)
     ctx = AdapterContext.create(
         DataSpec.from_split(train, aligned=aligned, task=task),
         cls.resolve_params(preset, dict(overrides or {})),
+        data=data,
         device=device,
         seed=seed,
         text_encoder=text_encoder,
+        out=out,
     )
     adapter = cls(ctx)
     adapter.setup(train)
@@ -173,7 +183,12 @@ def _reset_peak_rss() -> None:
         Path("/proc/self/clear_refs").write_text("5")
 
 
-def _peak_rss_mb() -> float:
+def peak_rss_mb() -> float:
+    """This process's peak resident set in MiB (since the last reset, where Linux allows one).
+
+    Linux's ``VmHWM`` where available: ``ru_maxrss`` of a freshly started child also counts the
+    parent's resident set at the fork that started it (pytest's, for a benchmark worker).
+    """
     with contextlib.suppress(OSError):
         for line in Path("/proc/self/status").read_text().splitlines():
             if line.startswith("VmHWM:"):
@@ -191,11 +206,15 @@ def _sync(device: torch.device) -> None:
 
 
 @contextlib.contextmanager
-def _phase(device: torch.device) -> Iterator[dict[str, float]]:
-    """Times the block and records its peak memory and page faults into the yielded dict."""
+def phase(device: torch.device, reset_peak: bool = True) -> Iterator[dict[str, float]]:
+    """Times the block and records its peak memory and page faults into the yielded dict.
+
+    With ``reset_peak`` the peak resident set is the block's own; without, the process's so far.
+    """
     out: dict[str, float] = {}
     _sync(device)
-    _reset_peak_rss()
+    if reset_peak:
+        _reset_peak_rss()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     faults = _minor_faults()
@@ -205,28 +224,47 @@ def _phase(device: torch.device) -> Iterator[dict[str, float]]:
     _sync(device)
     out["seconds"] = time.perf_counter() - start
     out["cpu_seconds"] = time.process_time() - cpu
-    out["peak_rss_mb"] = _peak_rss_mb()
+    out["peak_rss_mb"] = peak_rss_mb()
     out["minor_faults"] = _minor_faults() - faults
     if device.type == "cuda":
         out["peak_device_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
 
 
 # ---------------------------------------------------------------------------- phases
-def train_epoch(adapter: Adapter, data: SplitTensors, batch_size: int, precision: str) -> None:
-    """One epoch as ``mer_bench.train.fit`` runs it, without the validation pass."""
+def train_batches(
+    adapter: Adapter,
+    data: SplitTensors,
+    batch_size: int,
+    precision: str = "fp32",
+    seed: int = 0,
+    batches: int | None = None,
+) -> torch.Tensor:
+    """Training steps of epoch 1 as ``mer_bench.train.fit`` runs them, without the epoch hooks.
+
+    The first ``batches`` shuffled batches (all by default); ``seed`` seeds the shuffle, the
+    training corruption and (``seed + 1``) the adapter's augmentation generator. Returns the
+    stacked losses (not synced).
+    """
     device = adapter.ctx.device
-    generator = torch.Generator().manual_seed(0)
-    aug = torch.Generator(device=device).manual_seed(1)
+    generator = torch.Generator().manual_seed(seed)
+    aug = torch.Generator(device=device).manual_seed(seed + 1)
     corruption = adapter.training_corruption() or TrainCorruption.none()
-    adapter.on_epoch_start(1)
     adapter.train_mode()
     losses = []
     with autocast(device, precision):
-        for batch in data.batches(batch_size, generator=generator, shuffle=True):
+        shuffled = data.batches(batch_size, generator=generator, shuffle=True)
+        for batch in itertools.islice(shuffled, batches):
             # the harness applies the model's native training corruption, as in ``fit``
-            losses.append(adapter.train_step(corruption.apply(batch.to(device), 0, 1), aug))
+            losses.append(adapter.train_step(corruption.apply(batch.to(device), seed, 1), aug))
+    return torch.stack(losses)
+
+
+def train_epoch(adapter: Adapter, data: SplitTensors, batch_size: int, precision: str) -> None:
+    """One epoch as ``mer_bench.train.fit`` runs it, without the validation pass."""
+    adapter.on_epoch_start(1)
+    losses = train_batches(adapter, data, batch_size, precision)
     adapter.on_epoch_end(1)
-    torch.stack(losses).sum().item()  # one sync, as the harness does
+    losses.sum().item()  # one sync, as the harness does
 
 
 def eval_cell(
@@ -256,7 +294,7 @@ def measure(
     """Time one ``train`` epoch or ``eval`` cell (after the caller's warm-up)."""
     device = adapter.ctx.device
     outputs: dict[str, np.ndarray] | None = None
-    with _phase(device) as stats:
+    with phase(device) as stats:
         if what == "train":
             train_epoch(adapter, data, batch_size, precision)
         else:

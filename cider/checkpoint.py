@@ -43,7 +43,7 @@ from typing import Any
 
 import torch
 
-from mer_bench.data.safe_pickle import quote
+from mer_bench.data.restricted_pickle import RestrictedUnpickler, quote
 from mer_bench.data.sandbox import Limits, SandboxError, run_sandboxed
 from mer_bench.data.streams import open_regular
 from mer_bench.errors import DataError
@@ -250,10 +250,18 @@ _BUILTINS: dict[tuple[str, str], Any] = {
 }
 
 
-class _RestrictedUnpickler(pickle._Unpickler):  # type: ignore[name-defined]
-    """Pure-Python unpickler: allow-listed globals, our tensor rebuilds, checked containers."""
+class _RestrictedUnpickler(RestrictedUnpickler):
+    """Pure-Python unpickler: allow-listed globals, our tensor rebuilds, checked containers.
 
-    dispatch = pickle._Unpickler.dispatch.copy()  # type: ignore[attr-defined]
+    Containers (``mer_bench.data.restricted_pickle``): dict keys and set items must be plain
+    scalars (``_plain_key``); dicts (``OrderedDict`` too) and stubs receive items, lists and
+    stubs appended ones (a stubbed dict or list subclass records them).
+    """
+
+    dispatch = RestrictedUnpickler.dispatch.copy()
+    dict_targets = (dict, StubObject)
+    list_targets = (list, StubObject)
+    refusal_format = "checkpoint {} (refused)"
 
     def __init__(self, data: bytes, archive: zipfile.ZipFile, prefix: str) -> None:
         import io
@@ -331,69 +339,18 @@ class _RestrictedUnpickler(pickle._Unpickler):  # type: ignore[name-defined]
             raise DataError(f"checkpoint sets the state of {quote(inst)} (refused)")
         inst.__setstate__(state)
 
-    def _target(self, allowed: tuple[type, ...]) -> Any:
-        target = self.stack[-1]
-        if not isinstance(target, allowed):
-            raise DataError(f"checkpoint adds items to {quote(target)} (refused)")
-        return target
+    def _key(self, key: Any) -> Any:
+        return _plain_key(key)
 
-    def _load_setitem(self) -> None:
-        value = self.stack.pop()
-        key = self.stack.pop()
-        self._target((dict, StubObject))[_plain_key(key)] = value
+    def _set_item(self, item: Any) -> Any:
+        return _plain_key(item)
 
-    def _load_setitems(self) -> None:
-        items = self.pop_mark()
-        target = self._target((dict, StubObject))
-        for i in range(0, len(items) - 1, 2):
-            target[_plain_key(items[i])] = items[i + 1]
-
-    def _load_dict(self) -> None:
-        items = self.pop_mark()
-        self.append({_plain_key(items[i]): items[i + 1] for i in range(0, len(items) - 1, 2)})
-
-    def _load_append(self) -> None:
-        value = self.stack.pop()
-        self._target((list, StubObject)).append(value)
-
-    def _load_appends(self) -> None:
-        items = self.pop_mark()
-        self._target((list, StubObject)).extend(items)
-
-    def _load_additems(self) -> None:
-        items = self.pop_mark()
-        self._target((set,)).update(_plain_key(x) for x in items)
-
-    def _load_frozenset(self) -> None:
-        items = self.pop_mark()  # first: it rebinds self.append to the outer stack
-        self.append(frozenset(_plain_key(x) for x in items))
-
-    def _load_bytearray8(self) -> None:
-        # pickle's own version allocates the declared length before reading it.
-        (n,) = struct.unpack("<Q", self.read(8))
-        data = self.read(n)  # at most what data.pkl still holds
-        if len(data) != n:
-            raise DataError(f"checkpoint data.pkl declares {n} bytes where {len(data)} follow")
-        self.append(bytearray(data))
-
-    def _refuse(self) -> None:
-        raise DataError("checkpoint uses a pickle opcode that is not allowed (refused)")
+    def _accepts(self, target: Any, kinds: tuple[type, ...]) -> bool:
+        return isinstance(target, kinds)  # subclasses: OrderedDict and the stub classes
 
     dispatch[pickle.NEWOBJ[0]] = _load_newobj
     dispatch[pickle.NEWOBJ_EX[0]] = _load_newobj_ex
     dispatch[pickle.BUILD[0]] = _load_build
-    dispatch[pickle.SETITEM[0]] = _load_setitem
-    dispatch[pickle.SETITEMS[0]] = _load_setitems
-    dispatch[pickle.DICT[0]] = _load_dict
-    dispatch[pickle.APPEND[0]] = _load_append
-    dispatch[pickle.APPENDS[0]] = _load_appends
-    dispatch[pickle.ADDITEMS[0]] = _load_additems
-    dispatch[pickle.FROZENSET[0]] = _load_frozenset
-    dispatch[pickle.BYTEARRAY8[0]] = _load_bytearray8
-    for _op in (pickle.INST, pickle.OBJ, pickle.EXT1, pickle.EXT2, pickle.EXT4,
-                pickle.NEXT_BUFFER, pickle.READONLY_BUFFER):  # fmt: skip
-        dispatch[_op[0]] = _refuse
-    del _op
 
     # --- storages and tensors
 

@@ -48,6 +48,7 @@ from typing import IO, Any
 
 import numpy as np
 
+from mer_bench.data.restricted_pickle import RestrictedUnpickler, quote
 from mer_bench.data.streams import (
     CHUNK,
     COMPRESSED,
@@ -105,26 +106,6 @@ class LoadInfo:
     """``zlib``, ``gzip``, ``bz2``, ``xz``, ``lzma`` or None."""
     protocol: int | None
     """Pickle protocol of the outer stream (None for protocols 0/1, which carry no header)."""
-
-
-def quote(value: Any, limit: int = 80) -> str:
-    """A short description of a file-supplied value: its type, and for text its first characters.
-
-    Never calls ``repr``/``str`` on containers (their repr can be exponential in the file size).
-    """
-    if isinstance(value, (str, bytes, bytearray)):
-        head = value[:limit]
-        text = head.decode("latin1") if isinstance(head, (bytes, bytearray)) else head
-        text = "".join(c if c.isprintable() else "?" for c in text)
-        more = "…" if len(value) > limit else ""
-        return f"{type(value).__name__} '{text}{more}'"
-    if isinstance(value, (bool, type(None))):
-        return str(value)
-    if isinstance(value, int):
-        return f"int {value}" if value.bit_length() <= 64 else "a very large int"
-    if isinstance(value, float):
-        return f"float {value!r}"
-    return f"a {type(value).__name__}"
 
 
 def _short(message: str, limit: int = 200) -> str:
@@ -291,13 +272,16 @@ def _complex(real: Any = 0.0, imag: Any = 0.0) -> complex:
     return complex(real, imag)
 
 
+def _plain_item(item: Any) -> Any:
+    if type(item) not in _HASHABLE_ATOMS:
+        raise DataError(f"refused: a set item that is {quote(item)} (only plain scalars)")
+    return item
+
+
 def _plain_items(items: Any) -> list:
     if not isinstance(items, (list, tuple)):
         raise DataError(f"refused: a set built from {quote(items)}")
-    for item in items:
-        if type(item) not in _HASHABLE_ATOMS:
-            raise DataError(f"refused: a set item that is {quote(item)} (only plain scalars)")
-    return list(items)
+    return [_plain_item(item) for item in items]
 
 
 def _set(items: Any = ()) -> set:
@@ -449,10 +433,16 @@ _CORRUPT = (
 # ----------------------------------------------------------------------------- unpickler
 
 
-class _RestrictedUnpickler(pickle._Unpickler):  # type: ignore[name-defined]
-    """Pure-Python unpickler with an allow-list, checked containers and joblib array support."""
+class _RestrictedUnpickler(RestrictedUnpickler):
+    """Pure-Python unpickler with an allow-list, checked containers and joblib array support.
 
-    dispatch = pickle._Unpickler.dispatch.copy()  # type: ignore[attr-defined]
+    Containers (``mer_bench.data.restricted_pickle``): dict keys must be ``str``, set items
+    plain scalars (nothing file-built is hashed); items go only onto plain dicts, lists and
+    sets. Persistent ids and ``NEWOBJ_EX`` are refused too (data files never hold them).
+    """
+
+    dispatch = RestrictedUnpickler.dispatch.copy()
+    refused_opcodes = (*RestrictedUnpickler.refused_opcodes, "PERSID", "BINPERSID", "NEWOBJ_EX")
 
     def __init__(self, stream: Bounded, sink: _MemorySink | _FolderSink, *, nested: bool):
         # latin1 lets Python 2 pickles of numpy arrays load; Python 3 pickles never use it.
@@ -498,10 +488,7 @@ class _RestrictedUnpickler(pickle._Unpickler):  # type: ignore[name-defined]
     def _byte_string(self, n: int) -> Any:
         if self._sink.streams_blobs and n >= _BLOB_MIN and not self._in_frame():
             return self._sink.blob(self._stream, n)
-        data = self.read(n)
-        if len(data) != n:
-            raise EOFError(f"wanted {n} bytes, found {len(data)}")
-        return data
+        return super()._byte_string(n)
 
     def _load_binbytes(self) -> None:
         (n,) = struct.unpack("<I", self.read(4))
@@ -511,86 +498,18 @@ class _RestrictedUnpickler(pickle._Unpickler):  # type: ignore[name-defined]
         (n,) = struct.unpack("<Q", self.read(8))
         self.append(self._byte_string(n))
 
-    def _load_bytearray8(self) -> None:
-        (n,) = struct.unpack("<Q", self.read(8))
-        data = self._byte_string(n)
-        self.append(data if isinstance(data, _Blob) else bytearray(data))
-
     dispatch[pickle.BINBYTES[0]] = _load_binbytes
     dispatch[pickle.BINBYTES8[0]] = _load_binbytes8
-    dispatch[pickle.BYTEARRAY8[0]] = _load_bytearray8
 
     # --- containers: str keys only, plain set items (nothing file-built is hashed)
 
-    @staticmethod
-    def _key(key: Any) -> str:
+    def _key(self, key: Any) -> str:
         if type(key) is not str:
             raise DataError(f"refused: a dict key that is {quote(key)} (keys must be str)")
         return key
 
-    def _load_dict(self) -> None:
-        items = self.pop_mark()
-        if len(items) % 2:
-            raise pickle.UnpicklingError("odd number of dict items")
-        self.append({self._key(items[i]): items[i + 1] for i in range(0, len(items), 2)})
-
-    def _load_setitem(self) -> None:
-        value = self.stack.pop()
-        key = self.stack.pop()
-        target = self.stack[-1]
-        if type(target) is not dict:
-            raise DataError(f"refused: setting an item on {quote(target)}")
-        target[self._key(key)] = value
-
-    def _load_setitems(self) -> None:
-        items = self.pop_mark()
-        target = self.stack[-1]
-        if type(target) is not dict or len(items) % 2:
-            raise DataError(f"refused: setting items on {quote(target)}")
-        for i in range(0, len(items), 2):
-            target[self._key(items[i])] = items[i + 1]
-
-    def _load_additems(self) -> None:
-        items = self.pop_mark()
-        target = self.stack[-1]
-        if type(target) is not set:
-            raise DataError(f"refused: adding set items to {quote(target)}")
-        target.update(_plain_items(items))
-
-    def _load_frozenset(self) -> None:
-        items = self.pop_mark()  # first: it rebinds self.append to the outer stack
-        self.append(frozenset(_plain_items(items)))
-
-    def _load_append(self) -> None:
-        value = self.stack.pop()
-        target = self.stack[-1]
-        if type(target) is not list:
-            raise DataError(f"refused: appending to {quote(target)}")
-        target.append(value)
-
-    def _load_appends(self) -> None:
-        items = self.pop_mark()
-        target = self.stack[-1]
-        if type(target) is not list:
-            raise DataError(f"refused: appending to {quote(target)}")
-        target.extend(items)
-
-    dispatch[pickle.DICT[0]] = _load_dict
-    dispatch[pickle.SETITEM[0]] = _load_setitem
-    dispatch[pickle.SETITEMS[0]] = _load_setitems
-    dispatch[pickle.ADDITEMS[0]] = _load_additems
-    dispatch[pickle.FROZENSET[0]] = _load_frozenset
-    dispatch[pickle.APPEND[0]] = _load_append
-    dispatch[pickle.APPENDS[0]] = _load_appends
-
-    def _refuse_opcode(self) -> None:
-        raise DataError("refused: pickle opcode that builds class instances or external objects")
-
-    for _op in (pickle.INST, pickle.OBJ, pickle.PERSID, pickle.BINPERSID, pickle.EXT1,
-                pickle.EXT2, pickle.EXT4, pickle.NEXT_BUFFER, pickle.READONLY_BUFFER,
-                pickle.NEWOBJ_EX):  # fmt: skip
-        dispatch[_op[0]] = _refuse_opcode
-    del _op
+    def _set_item(self, item: Any) -> Any:
+        return _plain_item(item)
 
     def _load_newobj(self) -> None:
         args = self.stack.pop()

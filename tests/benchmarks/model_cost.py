@@ -10,7 +10,8 @@ batches of the IID unaligned binary setting, then evaluates one cell (RMFM at 0.
 (and on valid where the adapter selects a post-hoc knob there). One JSON line goes to stdout: train samples/s, seconds for the cell, and the
 process's peak RSS, which is why each model needs a fresh process. With one
 thread, CPU seconds (``*_cpu_*``) equal wall seconds on an idle machine and are steadier than
-them on a shared one.
+them on a shared one. Building the adapter, the training steps, the timing and the peak RSS are
+``benchmarks.speed``'s (on these files instead of random data).
 
 ``--mult-attention fused`` runs MulT's attention through PyTorch's
 ``scaled_dot_product_attention`` everywhere (the implementation before the blockwise dropout
@@ -21,17 +22,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 
-from mer_bench.adapters import AdapterContext, get_adapter
+from benchmarks.speed import build_adapter, peak_rss_mb, phase, train_batches
+from mer_bench.adapters import get_adapter
 from mer_bench.batch import SplitTensors
-from mer_bench.corruption import TrainCorruption
 from mer_bench.data.loaders import load_bundle
 from mer_bench.evaluate import evaluate_cell
 from mer_bench.protocol import Alignment, Cell, Dataset, DataSetting, Distribution, Mode, Task
@@ -40,20 +39,6 @@ from mer_bench.runner import preset_name, seed_everything
 SETTING = DataSetting(Dataset.SYNTH, Distribution.IID, Alignment.UNALIGNED, Task.BINARY)
 CELL = Cell(SETTING, Mode.RMFM, rate=0.3)
 SEED = 1111
-
-
-def _peak_rss_mb() -> float:
-    """This process's peak resident set, in MiB.
-
-    Linux's ``VmHWM`` where available: ``ru_maxrss`` of a freshly started child also counts
-    the parent's resident set at the fork that started it (pytest's, here).
-    """
-    status = Path("/proc/self/status")
-    if status.is_file():
-        for line in status.read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024  # kB
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
 def measure(
@@ -70,48 +55,46 @@ def measure(
     task = SETTING.task if SETTING.task in cls.tasks else cls.tasks[0]
     setting = DataSetting(SETTING.dataset, SETTING.distribution, SETTING.alignment, task)
     bundle = load_bundle(setting, root)
-    rss_data = _peak_rss_mb()
+    rss_data = peak_rss_mb()
     preset = preset_name(cls, Dataset.MOSI)
-    params = cls.resolve_params(preset, {"batch_size": batch_size})
     seed_everything(SEED)
     with tempfile.TemporaryDirectory() as cache:
-        ctx = AdapterContext.create(bundle.spec, params, data=setting, seed=SEED, out=cache)
-        adapter = cls(ctx)
-        corruption = adapter.training_corruption() or TrainCorruption.none()
-        adapter.setup(bundle.train)
+        adapter = build_adapter(
+            model,
+            bundle.train,
+            aligned=False,
+            task=task,
+            preset=preset,
+            overrides={"batch_size": batch_size},
+            seed=SEED,
+            data=setting,
+            out=cache,
+        )
         train = SplitTensors(bundle.train, task)
-        shuffle = torch.Generator().manual_seed(SEED)
-        augment = torch.Generator().manual_seed(SEED + 1)
         adapter.on_epoch_start(1)
-        adapter.train_mode()
-        losses = []
-        start, cpu_start = time.perf_counter(), time.process_time()
-        for _, batch in zip(
-            range(batches), train.batches(batch_size, generator=shuffle, shuffle=True)
-        ):
-            losses.append(adapter.train_step(corruption.apply(batch, SEED, 1), augment))
-        loss = float(torch.stack(losses).float().mean())
-        train_s = time.perf_counter() - start
-        train_cpu_s = time.process_time() - cpu_start
+        with phase(adapter.ctx.device, reset_peak=False) as train_stats:
+            losses = train_batches(adapter, train, batch_size, seed=SEED, batches=batches)
+            loss = float(losses.float().mean())
         adapter.on_epoch_end(1)
         valid, test = SplitTensors(bundle.valid, task), SplitTensors(bundle.test, task)
-        start, cpu_start = time.perf_counter(), time.process_time()
         cell = CELL if task is SETTING.task else Cell(setting, CELL.mode, rate=CELL.rate)
-        evaluate_cell(adapter, valid, test, cell, SEED, batch_size=batch_size, device=ctx.device)
-        cell_s = time.perf_counter() - start
-        cell_cpu_s = time.process_time() - cpu_start
+        with phase(adapter.ctx.device, reset_peak=False) as cell_stats:
+            evaluate_cell(
+                adapter, valid, test, cell, SEED, batch_size=batch_size, device=adapter.ctx.device
+            )
+    trained = len(losses) * batch_size
     return {
         "model": model,
         "preset": preset,
         "attention": mult_attention if model == "mult" else "-",
         "batch_size": batch_size,
-        "train_samples": len(losses) * batch_size,
-        "train_samples_per_s": len(losses) * batch_size / train_s,
-        "cell_s": cell_s,
-        "train_samples_per_cpu_s": len(losses) * batch_size / train_cpu_s,
-        "cell_cpu_s": cell_cpu_s,
+        "train_samples": trained,
+        "train_samples_per_s": trained / train_stats["seconds"],
+        "cell_s": cell_stats["seconds"],
+        "train_samples_per_cpu_s": trained / train_stats["cpu_seconds"],
+        "cell_cpu_s": cell_stats["cpu_seconds"],
         "test_samples": test.size,
-        "peak_rss_mb": _peak_rss_mb(),
+        "peak_rss_mb": peak_rss_mb(),
         "data_rss_mb": rss_data,
         "loss": loss,
     }
