@@ -261,8 +261,10 @@ def load_file(path: Path, kind: Distribution) -> dict[str, Split]:
             return dict(_cache[key])
     imported = cache.load(path)
     splits = inspect_file(imported.content, path, kind=kind).splits
+    sha256 = imported.sha256
+    del imported
     with _cache_lock:
-        _digests[key[:3]] = imported.sha256
+        _digests[key[:3]] = sha256
         _cache[key] = splits
         while len(_cache) > CACHE_MAX_FILES:
             _cache.popitem(last=False)
