@@ -48,11 +48,10 @@ def _present_metrics(frame: pd.DataFrame) -> list[str]:
 
 
 def metrics_frame(store: ResultsStore) -> pd.DataFrame:
-    """One row per (setting, cell, selection); metric columns for the tasks present, then
-    ``tau``, ``tau_selection`` and ``data_fingerprint``."""
+    """One row per (setting, cell, selection); metric columns for the tasks present."""
     raw = store.results_frame()
     if raw.empty:
-        return pd.DataFrame(columns=[*KEY_COLUMNS, "tau", "tau_selection", "data_fingerprint"])
+        return pd.DataFrame(columns=[*KEY_COLUMNS, "tau", "tau_selection"])
     metrics = raw["metrics"].map(json.loads)
     knobs = raw["knobs"].map(json.loads)
     frame = raw.rename(columns={"cell_id": "cell"})[list(KEY_COLUMNS)].copy()
@@ -62,8 +61,6 @@ def metrics_frame(store: ResultsStore) -> pd.DataFrame:
         frame[name] = metrics.map(lambda m, n=name: m.get(n, np.nan))
     frame["tau"] = knobs.map(lambda k: k.get("tau", np.nan))
     frame["tau_selection"] = raw["selection"]
-    # Which data the row was computed on (empty: unknown, stored before fingerprints).
-    frame["data_fingerprint"] = raw["data_fingerprint"]
     return frame
 
 
