@@ -4,6 +4,11 @@ Resumable: a cell is done when its rows and predictions are committed (``mer_ben
 setting whose checkpoint exists (written atomically after training) is not trained again.
 Training is deterministic for a seed, so a run killed at any point and restarted ends with the
 same results as an uninterrupted one.
+
+Resuming is only for the same data: each setting's config hash includes the fingerprint of the
+data files it reads, and a stored setting whose fingerprint differs from the files found now
+(or is unknown, from a store written before fingerprints) is discarded and trained again
+before anything runs (docs/architecture.md, results store).
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ import random
 import subprocess
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -28,8 +33,9 @@ from mer_bench import __version__
 from mer_bench.adapters import Adapter, AdapterContext, get_adapter
 from mer_bench.batch import SplitTensors
 from mer_bench.corruption import for_regime
-from mer_bench.data.loaders import check_plan_data
-from mer_bench.errors import ConfigError, MerBenchError
+from mer_bench.data.loaders import check_plan_data, data_files
+from mer_bench.data.types import data_fingerprint
+from mer_bench.errors import ConfigError, DataError, MerBenchError
 from mer_bench.evaluate import PredictionCache, evaluate_cell
 from mer_bench.protocol import (
     PROTOCOL_VERSION,
@@ -100,6 +106,9 @@ class RunOptions:
 class SettingPlan:
     setting: TrainingSetting
     cells: tuple[Cell, ...]
+    data_fingerprint: str | None = None
+    """Fingerprint of the data files the setting reads; filled in by ``execute`` once every
+    file is validated (None: computed when the setting is prepared)."""
 
 
 def plan(opts: RunOptions) -> list[SettingPlan]:
@@ -208,9 +217,13 @@ def versions() -> dict[str, str]:
     }
 
 
-def config_hash(setting: TrainingSetting, params: dict, opts: RunOptions) -> str:
+def config_hash(
+    setting: TrainingSetting, params: dict, opts: RunOptions, data_fingerprint: str
+) -> str:
+    """What a setting's training depends on: a stored setting is reused only if this matches."""
     payload = {
         "setting": setting.id,
+        "data": data_fingerprint,
         "params": params,
         "text_encoder": opts.text_encoder,
         "options": {k: str(v) for k, v in sorted(opts.options.items())},
@@ -249,6 +262,7 @@ class Hooks:
     on_cell: Callable[[str, str], None] = lambda sid, cell_id: None
     on_cells_planned: Callable[[str, int], None] = lambda sid, n: None
     on_setting_done: Callable[[SettingOutcome], None] = lambda outcome: None
+    on_data_changed: Callable[[Discarded], None] = lambda discarded: None
 
 
 @dataclass
@@ -278,13 +292,13 @@ class Resolved:
     config_hash: str
 
 
-def resolve(setting: TrainingSetting, opts: RunOptions) -> Resolved:
+def resolve(setting: TrainingSetting, opts: RunOptions, data_fingerprint: str) -> Resolved:
     cls = get_adapter(setting.model)
     params = cls.resolve_params(
         preset_name(cls, setting.data.dataset, opts.presets.get(setting.model)),
         opts.overrides.get(setting.model),
     )
-    return Resolved(cls, params, config_hash(setting, params, opts))
+    return Resolved(cls, params, config_hash(setting, params, opts, data_fingerprint))
 
 
 def setting_events(
@@ -293,17 +307,25 @@ def setting_events(
     opts: RunOptions,
     resume_state: dict[str, torch.Tensor] | None,
     hooks: Hooks | None = None,
+    expected_fingerprint: str | None = None,
 ) -> Iterator[Trained | CellDone]:
     """Train (unless ``resume_state`` is given) and evaluate ``todo``, yielding events.
 
     Pure computation: persisting the events is the caller's job (the local executor writes them
-    as they come; the Ray executor ships them to the driver).
+    as they come; the Ray executor ships them to the driver). ``expected_fingerprint`` is the
+    data fingerprint the caller planned with: data that changed since is an error, not a
+    silent mix.
     """
     from mer_bench.data.loaders import load_bundle
 
     hooks = hooks or Hooks()
-    r = resolve(setting, opts)
     bundle = load_bundle(setting.data, opts.data_root)
+    if expected_fingerprint is not None and bundle.fingerprint != expected_fingerprint:
+        raise DataError(
+            f"the data files of {setting.id} changed while the run was going (fingerprint "
+            f"{expected_fingerprint} -> {bundle.fingerprint}); run again to retrain on them"
+        )
+    r = resolve(setting, opts, bundle.fingerprint)
     device = resolve_device(opts.device)
     seed_everything(setting.seed)
     ctx = AdapterContext.create(
@@ -350,6 +372,8 @@ def setting_events(
                 config_hash=r.config_hash,
                 device=str(device),
                 params_source=opts.params_source,
+                data_fingerprint=bundle.fingerprint,
+                data_files=[f.as_dict() for f in bundle.files],
                 sample_ids=bundle.test.sample_ids.tolist(),
             ),
         )
@@ -389,18 +413,62 @@ def setting_events(
         hooks.on_cell(setting.id, cell.id)
 
 
-def prepare(
-    sp: SettingPlan, opts: RunOptions, store: ResultsStore
-) -> tuple[list[Cell], dict[str, torch.Tensor] | None, str]:
+@dataclass(frozen=True)
+class Prepared:
+    """What is left of a setting: cells to do, the checkpoint to resume from, its hashes."""
+
+    todo: list[Cell]
+    state: dict[str, torch.Tensor] | None
+    config_hash: str
+    data_fingerprint: str
+
+
+@dataclass(frozen=True)
+class Discarded:
+    """A stored setting dropped because its data changed (``old`` None: unknown, the store
+    predates data fingerprints)."""
+
+    setting_id: str
+    old: str | None
+    new: str
+    cells: int
+
+
+def fingerprint_of(sp: SettingPlan, opts: RunOptions) -> str:
+    """The plan's data fingerprint, or that of the files found now."""
+    if sp.data_fingerprint is not None:
+        return sp.data_fingerprint
+    return data_fingerprint(data_files(sp.setting.data, opts.data_root))
+
+
+def discard_if_stale(sp: SettingPlan, opts: RunOptions, store: ResultsStore) -> Discarded | None:
+    """Drop the stored record, cells and checkpoint of a setting computed on other data.
+
+    Its results describe files that are no longer there, so keeping them (resuming) would mix
+    two datasets in one table; they are deleted and the setting is trained again."""
+    setting = sp.setting
+    record = store.setting_record(setting)
+    new = fingerprint_of(sp, opts)
+    if record is None or record["data_fingerprint"] == new:
+        return None
+    cells = store.discard_setting(setting)
+    checkpoint_path(Path(opts.out), setting).unlink(missing_ok=True)
+    return Discarded(setting.id, record["data_fingerprint"], new, cells)
+
+
+def prepare(sp: SettingPlan, opts: RunOptions, store: ResultsStore) -> Prepared:
     """Cells still to do, the finished checkpoint to resume from (if any), the config hash."""
     from safetensors.torch import load_file
 
     setting = sp.setting
+    fingerprint = fingerprint_of(sp, opts)
+    sp = replace(sp, data_fingerprint=fingerprint)
+    discard_if_stale(sp, opts, store)  # execute() did this already; a direct caller may not
     done = store.done_cells(setting)
     todo = [c for c in sp.cells if c.id not in done]
-    chash = resolve(setting, opts).config_hash
+    chash = resolve(setting, opts, fingerprint).config_hash
     if not todo:
-        return todo, None, chash
+        return Prepared(todo, None, chash, fingerprint)
     record = store.setting_record(setting)
     if record is not None and record["config_hash"] != chash:
         raise ConfigError(
@@ -409,7 +477,7 @@ def prepare(
         )
     ckpt = checkpoint_path(Path(opts.out), setting)
     state = load_file(str(ckpt)) if record is not None and ckpt.is_file() else None
-    return todo, state, chash
+    return Prepared(todo, state, chash, fingerprint)
 
 
 def persist(
@@ -417,10 +485,11 @@ def persist(
     setting: TrainingSetting,
     opts: RunOptions,
     store: ResultsStore,
-    chash: str,
+    prepared: Prepared,
 ) -> bool:
     """Write one event to the checkpoint folder / store. Returns True for a new cell."""
     out = Path(opts.out)
+    chash = prepared.config_hash
     if isinstance(event, Trained):
         ckpt = checkpoint_path(out, setting)
         # Checkpoint first, then the row that points at it: a kill in between only retrains.
@@ -440,6 +509,7 @@ def persist(
         versions=versions(),
         git_hash=git_hash(),
         config_hash=chash,
+        data_fingerprint=prepared.data_fingerprint,
     )
 
 
@@ -456,7 +526,8 @@ def run_setting(
     into a results folder that may already belong to another run."""
     hooks = hooks or Hooks()
     start = time.perf_counter()
-    todo, state, chash = prepare(sp, opts, store)
+    prepared = prepare(sp, opts, store)
+    todo = prepared.todo
     hooks.on_cells_planned(sp.setting.id, len(todo))
     if not todo:
         outcome = SettingOutcome(sp.setting.id, False, 0, 0.0)
@@ -464,11 +535,14 @@ def run_setting(
         return outcome
     trained = False
     n_done = 0
-    for event in setting_events(sp.setting, todo, opts, state, hooks):
+    events = setting_events(
+        sp.setting, todo, opts, prepared.state, hooks, prepared.data_fingerprint
+    )
+    for event in events:
         if not alive():
             break
         trained |= isinstance(event, Trained)
-        n_done += persist(event, sp.setting, opts, store, chash)
+        n_done += persist(event, sp.setting, opts, store, prepared)
     outcome = SettingOutcome(sp.setting.id, trained, n_done, time.perf_counter() - start)
     hooks.on_setting_done(outcome)
     return outcome
@@ -488,8 +562,13 @@ def execute(
     """Run every planned setting with the chosen executor.
 
     Every data file of the whole plan is located and validated first: a missing or invalid file
-    stops the run before the first setting trains (and before the store is created)."""
-    check_plan_data((p.setting.data for p in plans), opts.data_root)
+    stops the run before the first setting trains (and before the store is created). Stored
+    settings computed on other data than the files found now are then discarded (reported
+    through ``hooks.on_data_changed``), so every executor retrains them."""
+    hooks = hooks or Hooks()
+    files = check_plan_data((p.setting.data for p in plans), opts.data_root)
+    fingerprints = {data: data_fingerprint(f) for data, f in files.items()}
+    plans = [replace(p, data_fingerprint=fingerprints[p.setting.data]) for p in plans]
     executors: dict[Executor, Callable[..., list[SettingOutcome]]] = {
         Executor.LOCAL: _execute_local,
         Executor.RAY: _execute_ray,
@@ -498,7 +577,11 @@ def execute(
     with ResultsStore(opts.out) as store:
         if opts.suite is not None:
             store.record_suite(opts.suite)
-    return executors[opts.executor](plans, opts, hooks or Hooks())
+        for sp in plans:
+            dropped = discard_if_stale(sp, opts, store)
+            if dropped is not None:
+                hooks.on_data_changed(dropped)
+    return executors[opts.executor](plans, opts, hooks)
 
 
 def _execute_local(
@@ -526,10 +609,11 @@ def _ray_task(
     todo: list[Cell],
     opts: RunOptions,
     state: dict[str, torch.Tensor] | None,
+    fingerprint: str | None = None,
 ) -> list[Trained | CellDone]:
     """What one Ray task runs: train (or resume) and evaluate one setting; events go back."""
     torch.set_num_threads(1)
-    return list(setting_events(setting, todo, opts, state))
+    return list(setting_events(setting, todo, opts, state, expected_fingerprint=fingerprint))
 
 
 def _execute_ray(
@@ -557,21 +641,23 @@ def _execute_ray(
         with ResultsStore(opts.out) as store:
             pending = {}
             for sp in plans:
-                todo, state, chash = prepare(sp, opts, store)
-                hooks.on_cells_planned(sp.setting.id, len(todo))
-                if not todo:
+                prepared = prepare(sp, opts, store)
+                hooks.on_cells_planned(sp.setting.id, len(prepared.todo))
+                if not prepared.todo:
                     outcomes.append(SettingOutcome(sp.setting.id, False, 0, 0.0))
                     hooks.on_setting_done(outcomes[-1])
                     continue
-                ref = remote.remote(sp.setting, todo, opts, state)
-                pending[ref] = (sp, chash, time.perf_counter())
+                ref = remote.remote(
+                    sp.setting, prepared.todo, opts, prepared.state, prepared.data_fingerprint
+                )
+                pending[ref] = (sp, prepared, time.perf_counter())
             while pending:
                 ready, _ = ray.wait(list(pending), num_returns=1)
-                sp, chash, t0 = pending.pop(ready[0])
+                sp, prepared, t0 = pending.pop(ready[0])
                 trained, n_done = False, 0
                 for event in ray.get(ready[0]):
                     trained |= isinstance(event, Trained)
-                    n_done += persist(event, sp.setting, opts, store, chash)
+                    n_done += persist(event, sp.setting, opts, store, prepared)
                     if isinstance(event, CellDone):
                         hooks.on_cell(sp.setting.id, event.cell.id)
                 outcomes.append(

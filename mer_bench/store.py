@@ -4,6 +4,10 @@ One row per finished (training setting, cell, selection) with metrics, selected 
 provenance, and the per-sample predictions of that cell. A cell counts as done only when all its
 rows and predictions are committed in one transaction, so a run killed at any point (SIGKILL
 included) leaves either the whole cell or nothing; rerunning skips what is done.
+
+Each setting and result row records the fingerprint of the data it was computed from
+(``mer_bench.data.types.data_fingerprint``); rows of stores written before that column existed
+read it as NULL (unknown).
 """
 
 from __future__ import annotations
@@ -33,7 +37,8 @@ CREATE TABLE IF NOT EXISTS settings (
     best_epoch INTEGER, best_valid REAL, epochs INTEGER, train_seconds REAL,
     checkpoint TEXT, params TEXT, history TEXT, config_hash TEXT, device TEXT,
     finished_at TEXT, params_source TEXT,
-    regime TEXT NOT NULL DEFAULT 'native', train_rate REAL
+    regime TEXT NOT NULL DEFAULT 'native', train_rate REAL,
+    data_fingerprint TEXT, data_files TEXT
 );
 CREATE TABLE IF NOT EXISTS results (
     setting_id TEXT NOT NULL, cell_id TEXT NOT NULL, selection TEXT NOT NULL,
@@ -44,7 +49,7 @@ CREATE TABLE IF NOT EXISTS results (
     metrics TEXT NOT NULL, knobs TEXT NOT NULL, per_metric_knobs TEXT,
     mask_rng TEXT NOT NULL, wall_seconds REAL, device TEXT, versions TEXT,
     git_hash TEXT, config_hash TEXT, finished_at TEXT,
-    regime TEXT NOT NULL DEFAULT 'native', train_rate REAL,
+    regime TEXT NOT NULL DEFAULT 'native', train_rate REAL, data_fingerprint TEXT,
     PRIMARY KEY (setting_id, cell_id, selection)
 );
 CREATE TABLE IF NOT EXISTS predictions (
@@ -99,6 +104,7 @@ class ResultsStore:
                 (SCHEMA_VERSION,),
             )
             _add_regime_columns(cur)
+            _add_data_columns(cur)
 
     def close(self) -> None:
         self._conn.close()
@@ -142,7 +148,8 @@ class ResultsStore:
     def setting_record(self, setting: TrainingSetting) -> dict | None:
         row = self._conn.execute(
             "SELECT best_epoch, best_valid, epochs, train_seconds, checkpoint, params, history,"
-            " config_hash, device, params_source FROM settings WHERE setting_id = ?",
+            " config_hash, device, params_source, data_fingerprint, data_files"
+            " FROM settings WHERE setting_id = ?",
             (setting.id,),
         ).fetchone()
         if row is None:
@@ -158,11 +165,14 @@ class ResultsStore:
             "config_hash",
             "device",
             "params_source",
+            "data_fingerprint",
+            "data_files",
         )
         record = dict(zip(keys, row))
         record["params"] = json.loads(record["params"] or "{}")
         record["history"] = json.loads(record["history"] or "[]")
         record["params_source"] = json.loads(record["params_source"] or "null")
+        record["data_files"] = json.loads(record["data_files"] or "null")
         return record
 
     def record_setting(
@@ -179,31 +189,44 @@ class ResultsStore:
         config_hash: str,
         device: str,
         params_source: dict | None = None,
+        data_fingerprint: str | None = None,
+        data_files: list[dict] | None = None,
     ) -> None:
         d = setting.data
+        values = {
+            "setting_id": setting.id,
+            "model": setting.model,
+            **d.as_dict(),
+            "seed": setting.seed,
+            "best_epoch": best_epoch,
+            "best_valid": best_valid,
+            "epochs": epochs,
+            "train_seconds": train_seconds,
+            "checkpoint": checkpoint,
+            "params": json.dumps(params, sort_keys=True),
+            "history": json.dumps(history),
+            "config_hash": config_hash,
+            "device": device,
+            "finished_at": _now(),
+            "params_source": json.dumps(params_source) if params_source else None,
+            "regime": setting.regime.label,
+            "train_rate": setting.regime.rate,
+            "data_fingerprint": data_fingerprint,
+            "data_files": None if data_files is None else json.dumps(data_files),
+        }
         with self.transaction() as cur:
-            cur.execute(
-                "INSERT OR REPLACE INTO settings VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                (
-                    setting.id,
-                    setting.model,
-                    *d.values(),
-                    setting.seed,
-                    best_epoch,
-                    best_valid,
-                    epochs,
-                    train_seconds,
-                    checkpoint,
-                    json.dumps(params, sort_keys=True),
-                    json.dumps(history),
-                    config_hash,
-                    device,
-                    _now(),
-                    json.dumps(params_source) if params_source else None,
-                    setting.regime.label,
-                    setting.regime.rate,
-                ),
-            )
+            _insert(cur, "INSERT OR REPLACE INTO settings", values)
+
+    def discard_setting(self, setting: TrainingSetting) -> int:
+        """Delete a setting's record, result rows and predictions in one transaction (its data
+        changed: they no longer describe what a rerun computes). Returns the cells dropped."""
+        with self.transaction() as cur:
+            n = cur.execute(
+                "SELECT COUNT(DISTINCT cell_id) FROM results WHERE setting_id = ?", (setting.id,)
+            ).fetchone()[0]
+            for table in ("predictions", "results", "settings"):
+                cur.execute(f"DELETE FROM {table} WHERE setting_id = ?", (setting.id,))
+        return int(n)
 
     # ------------------------------------------------------------------ cells
     def done_cells(self, setting: TrainingSetting) -> set[str]:
@@ -213,9 +236,11 @@ class ResultsStore:
         return {r[0] for r in rows}
 
     def record_sample_ids(self, data_id: str, split: str, sample_ids: Sequence[str]) -> None:
+        """The sample ids of a data setting's split, as the latest training read them (its data
+        may have changed since an earlier setting recorded them)."""
         with self.transaction() as cur:
             cur.execute(
-                "INSERT OR IGNORE INTO samples VALUES (?,?,?)",
+                "INSERT OR REPLACE INTO samples VALUES (?,?,?)",
                 (data_id, split, json.dumps([str(s) for s in sample_ids])),
             )
 
@@ -237,6 +262,7 @@ class ResultsStore:
         versions: dict[str, str],
         git_hash: str,
         config_hash: str,
+        data_fingerprint: str | None = None,
     ) -> bool:
         """Commit every selection of one cell and its predictions atomically.
 
@@ -252,34 +278,32 @@ class ResultsStore:
             if exists:
                 return False
             for row in rows:
-                cur.execute(
-                    "INSERT INTO results VALUES "
-                    "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                    (
-                        setting.id,
-                        cell.id,
-                        row.selection,
-                        int(row.is_primary),
-                        setting.model,
-                        *d.values(),
-                        setting.seed,
-                        cell.mode.value,
-                        cell.rate,
-                        cell.condition,
-                        json.dumps(row.metrics, sort_keys=True),
-                        json.dumps(row.knobs, sort_keys=True),
-                        json.dumps(row.per_metric_knobs, sort_keys=True),
-                        mask_rng,
-                        wall_seconds,
-                        device,
-                        json.dumps(versions, sort_keys=True),
-                        git_hash,
-                        config_hash,
-                        _now(),
-                        setting.regime.label,
-                        setting.regime.rate,
-                    ),
-                )
+                values = {
+                    "setting_id": setting.id,
+                    "cell_id": cell.id,
+                    "selection": row.selection,
+                    "is_primary": int(row.is_primary),
+                    "model": setting.model,
+                    **d.as_dict(),
+                    "seed": setting.seed,
+                    "mode": cell.mode.value,
+                    "rate": cell.rate,
+                    "condition": cell.condition,
+                    "metrics": json.dumps(row.metrics, sort_keys=True),
+                    "knobs": json.dumps(row.knobs, sort_keys=True),
+                    "per_metric_knobs": json.dumps(row.per_metric_knobs, sort_keys=True),
+                    "mask_rng": mask_rng,
+                    "wall_seconds": wall_seconds,
+                    "device": device,
+                    "versions": json.dumps(versions, sort_keys=True),
+                    "git_hash": git_hash,
+                    "config_hash": config_hash,
+                    "finished_at": _now(),
+                    "regime": setting.regime.label,
+                    "train_rate": setting.regime.rate,
+                    "data_fingerprint": data_fingerprint,
+                }
+                _insert(cur, "INSERT INTO results", values)
                 scores = np.ascontiguousarray(row.scores, dtype=np.float32)
                 cur.execute(
                     "INSERT INTO predictions VALUES (?,?,?,?,?,?,?,?)",
@@ -301,11 +325,15 @@ class ResultsStore:
         """All result rows as a pandas DataFrame (metrics expanded to columns)."""
         import pandas as pd
 
-        query = "SELECT * FROM results"
+        # The files behind each row's data fingerprint live once per setting.
+        query = (
+            "SELECT r.*, s.data_files AS data_files FROM results r"
+            " LEFT JOIN settings s ON s.setting_id = r.setting_id"
+        )
         if primary_only:
-            query += " WHERE is_primary = 1"
-        frame = pd.read_sql_query(query + " ORDER BY setting_id, cell_id, selection", self._conn)
-        return frame
+            query += " WHERE r.is_primary = 1"
+        order = " ORDER BY r.setting_id, r.cell_id, r.selection"
+        return pd.read_sql_query(query + order, self._conn)
 
     def predictions(self, setting_id: str, cell_id: str, selection: str):
         row = self._conn.execute(
@@ -354,6 +382,24 @@ def _add_regime_columns(cur: sqlite3.Cursor) -> None:
             cur.execute(f"ALTER TABLE {table} ADD COLUMN regime TEXT NOT NULL DEFAULT 'native'")
         if "train_rate" not in have:
             cur.execute(f"ALTER TABLE {table} ADD COLUMN train_rate REAL")
+
+
+def _add_data_columns(cur: sqlite3.Cursor) -> None:
+    """Stores written before data fingerprints existed: their rows' data is unknown (NULL)."""
+    wanted = {"settings": ("data_fingerprint", "data_files"), "results": ("data_fingerprint",)}
+    for table, columns in wanted.items():
+        have = {row[1] for row in cur.execute(f"PRAGMA table_info({table})")}
+        for column in columns:
+            if column not in have:
+                cur.execute(f"ALTER TABLE {table} ADD COLUMN {column} TEXT")
+
+
+def _insert(cur: sqlite3.Cursor, head: str, values: dict[str, object]) -> None:
+    """``head (columns) VALUES (...)`` by column name: a migrated table's column order may
+    differ from a new one's."""
+    columns = ", ".join(values)
+    marks = ", ".join("?" * len(values))
+    cur.execute(f"{head} ({columns}) VALUES ({marks})", tuple(values.values()))
 
 
 def _now() -> str:

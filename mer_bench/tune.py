@@ -23,7 +23,7 @@ import socket
 import time
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -608,13 +608,16 @@ def run_tune(
 
     plan = plan_study(opts)
     resolve_device(opts.device)  # a bad device fails before the storage is touched
+    # Trials are comparable only on the same files: the validation data's fingerprint is part
+    # of the configuration every worker of the study must agree on.
+    bundle = load_bundle(plan.data, opts.data_root, test=False)
+    plan = replace(plan, config={**plan.config, "data": bundle.fingerprint})
     study = open_study(plan, opts)
     if on_start is not None:
         on_start(study, plan)
     finished = len(study.get_trials(deepcopy=False, states=FINISHED))
     ran: list[int] = []
     if finished < opts.trials:
-        bundle = load_bundle(plan.data, opts.data_root, test=False)
         study.optimize(
             Objective(plan, opts, bundle),
             n_trials=opts.trials - finished,
@@ -659,6 +662,7 @@ def best_record(study: optuna.Study, model: str, storage_url: str) -> dict[str, 
         "setting": config.get("setting"),
         "seed": config.get("seed"),
         "preset": config.get("preset"),
+        "data_fingerprint": config.get("data"),
         "study": study.study_name,
         "storage": redact(storage_url),
         "trial": best.number,

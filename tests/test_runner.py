@@ -431,3 +431,78 @@ def test_a_worker_of_a_dead_run_writes_nothing(tiny_synth_root: Path, tmp_path: 
         assert (outcome.trained, outcome.cells_done) == (False, 0)
         assert store.setting_record(sp.setting) is None and store.count_cells() == 0
         assert run_setting(sp, opts, store).cells_done == 11
+
+
+def _store_rows(out: Path, sql: str) -> list[tuple]:
+    with sqlite3.connect(out / "results.sqlite") as conn:
+        return conn.execute(sql).fetchall()
+
+
+def test_changed_data_is_retrained_and_unchanged_data_resumes(tmp_path: Path) -> None:
+    """A stored setting is reused only for the data it was computed on: a rewritten file (or
+    a store from before fingerprints) means its cells are dropped and it trains again."""
+    import hashlib
+    from dataclasses import replace
+
+    from mer_bench.data.synth import write_synth
+    from mer_bench.runner import Discarded, Hooks
+    from tests.conftest import tiny_synth_config
+
+    root, out = tmp_path / "data", tmp_path / "out"
+    write_synth(root, tiny_synth_config())
+    opts = _opts(
+        root,
+        out,
+        selector="distribution=iid|cross,alignment=aligned,task=binary,mode=RMM,rate=0.0|1.0",
+        seeds=(1,),
+    )
+    iid, cross = (f"{MEANPOOL}/synth/{d}/aligned/binary/seed1" for d in ("iid", "cross"))
+    fingerprints = "SELECT setting_id, data_fingerprint, config_hash FROM settings"
+    discarded: list[Discarded] = []
+    hooks = Hooks(on_data_changed=discarded.append)
+
+    first = execute(plan(opts), opts, hooks)
+    assert [o.trained for o in first] == [True, True] and discarded == []
+    before = {sid: (fp, h) for sid, fp, h in _store_rows(out, fingerprints)}
+    assert before[iid][0] != before[cross][0]
+
+    # unchanged data: everything resumes
+    again = execute(plan(opts), opts, hooks)
+    assert not any(o.trained or o.cells_done for o in again) and discarded == []
+
+    # the cross-dataset test file changes: only that setting is retrained (here by a --jobs
+    # worker), and its old cells are replaced, not kept beside the new ones
+    other = tmp_path / "other"
+    write_synth(other, replace(tiny_synth_config(), seed=8))
+    shutil.copyfile(
+        other / "MSA_cross_datasets" / "synth_b.pkl", root / "MSA_cross_datasets" / "synth_b.pkl"
+    )
+    third = {o.setting_id: o for o in execute(plan(opts), replace(opts, jobs=2), hooks)}
+    assert third[cross].trained and third[cross].cells_done == 2
+    assert not third[iid].trained and third[iid].cells_done == 0
+    assert discarded == [Discarded(cross, before[cross][0], discarded[0].new, 2)]
+    after = {sid: (fp, h) for sid, fp, h in _store_rows(out, fingerprints)}
+    assert after[iid] == before[iid]
+    assert after[cross][0] == discarded[0].new != before[cross][0]
+    assert after[cross][1] != before[cross][1]  # the data is part of the config hash
+    rows = _store_rows(out, f"SELECT data_fingerprint FROM results WHERE setting_id = '{cross}'")
+    assert sorted(rows) == [(after[cross][0],)] * 2
+    (files,) = _store_rows(out, f"SELECT data_files FROM settings WHERE setting_id = '{cross}'")[0]
+    test_sha = hashlib.sha256((root / "MSA_cross_datasets" / "synth_b.pkl").read_bytes())
+    assert json.loads(files) == [
+        {"role": "train/valid", "file": "synth.pkl", "sha256": json.loads(files)[0]["sha256"]},
+        {"role": "test", "file": "synth_b.pkl", "sha256": test_sha.hexdigest()},
+    ]
+
+    # a setting stored without a fingerprint (an older store): its data is unknown, retrained
+    with sqlite3.connect(out / "results.sqlite") as conn:
+        conn.execute(f"UPDATE settings SET data_fingerprint = NULL WHERE setting_id = '{iid}'")
+    fourth = {o.setting_id: o for o in execute(plan(opts), opts, hooks)}
+    assert fourth[iid].trained and not fourth[cross].trained
+    assert discarded[1] == Discarded(iid, None, before[iid][0], 2)
+    # a worker whose files changed after the driver's check stops instead of mixing versions
+    from mer_bench.runner import setting_events
+
+    sp = next(p for p in plan(opts) if p.setting.id == iid)
+    with pytest.raises(DataError, match="changed while the run was going"):
+        next(setting_events(sp.setting, list(sp.cells), opts, None, None, "0" * 16))

@@ -147,6 +147,59 @@ def test_a_store_written_before_the_regime_axis_reads_as_native(tmp_path) -> Non
         assert list(frame["regime"]) == ["native"] and frame["acc3"].iloc[0] == 0.5
 
 
+def test_a_store_written_before_data_fingerprints_opens_with_unknown_data(tmp_path) -> None:
+    """Stores from before data fingerprints gain the columns; their rows read as NULL
+    (unknown data) and new rows are written by column name into the migrated tables."""
+    import sqlite3
+
+    from mer_bench.export import metrics_frame
+
+    setting = TrainingSetting("m", DATA, 1)
+    with ResultsStore(tmp_path) as store:
+        pass
+    with sqlite3.connect(tmp_path / "results.sqlite") as conn:  # back to the old layout
+        conn.execute("ALTER TABLE settings DROP COLUMN data_files")
+        for table in ("settings", "results"):
+            conn.execute(f"ALTER TABLE {table} DROP COLUMN data_fingerprint")
+        conn.execute(
+            "INSERT INTO settings (setting_id, model, dataset, distribution, alignment, task,"
+            " seed, config_hash) VALUES (?, 'm', 'synth', 'iid', 'aligned', 'binary', 1, 'old')",
+            (setting.id,),
+        )
+        conn.execute(
+            "INSERT INTO results (setting_id, cell_id, selection, is_primary, model, dataset,"
+            " distribution, alignment, task, seed, mode, rate, condition, metrics, knobs,"
+            " mask_rng) VALUES (?, 'synth/iid/aligned/binary/RMM@0.5', 'none', 1, 'm', 'synth',"
+            " 'iid', 'aligned', 'binary', 1, 'RMM', 0.5, NULL, '{\"acc3\": 0.5}', '{}',"
+            " 'per-sample')",
+            (setting.id,),
+        )
+    with ResultsStore(tmp_path) as store:
+        record = store.setting_record(setting)
+        assert record is not None and record["config_hash"] == "old"
+        assert record["data_fingerprint"] is None and record["data_files"] is None
+        frame = store.results_frame()
+        assert frame["data_fingerprint"].isna().all() and frame["data_files"].isna().all()
+        assert metrics_frame(store)["acc3"].tolist() == [0.5]
+        store.record_cell(
+            setting,
+            Cell(DATA, Mode.RMM, 0.0),
+            [_row(0)],
+            mask_rng="per-sample",
+            wall_seconds=0.0,
+            device="cpu",
+            versions={},
+            git_hash="x",
+            config_hash="new",
+            data_fingerprint="f" * 16,
+        )
+        frame = store.results_frame().set_index("cell_id")
+        assert frame.loc["synth/iid/aligned/binary/RMM@0.0", "data_fingerprint"] == "f" * 16
+        assert frame.loc["synth/iid/aligned/binary/RMM@0.0", "config_hash"] == "new"
+        assert store.discard_setting(setting) == 2
+        assert store.setting_record(setting) is None and store.count_cells() == 0
+
+
 def _open_store(folder: str) -> str:
     from mer_bench.store import ResultsStore
 

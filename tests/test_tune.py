@@ -444,3 +444,22 @@ def test_postgresql_storage_shared_by_two_workers(
     assert set(record["params"]) == {"lr", "hidden", "max_epochs", "patience"}
     with pytest.raises(ConfigError, match=r"no study 'nope'.*studies there: pg"):
         params_from_study(postgres_url, "nope")
+
+
+def test_a_study_is_not_joined_on_other_data(tmp_path: Path) -> None:
+    """Trials scored on different files are not comparable: changed data is another study."""
+    from dataclasses import replace
+
+    from mer_bench.data.synth import write_synth
+    from tests.conftest import tiny_synth_config
+
+    root = tmp_path / "data"
+    write_synth(root, tiny_synth_config())
+    first = run_tune(_opts(root, tmp_path / "tune", trials=1))
+    assert first.ran == 1 and first.best is not None
+    data = DataSetting.parse("synth/iid/aligned/binary")
+    assert first.best["data_fingerprint"] == load_bundle(data, root, test=False).fingerprint
+    assert run_tune(_opts(root, tmp_path / "tune", trials=1)).ran == 0  # same data: joins
+    write_synth(root, replace(tiny_synth_config(), seed=8))
+    with pytest.raises(ConfigError, match=r"another configuration \(differs in data\)"):
+        run_tune(_opts(root, tmp_path / "tune", trials=2))

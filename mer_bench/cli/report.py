@@ -8,12 +8,19 @@ from pathlib import Path
 from typing import Any
 
 from mer_bench.cli._common import csv_list, parse_rates, positive
-from mer_bench.errors import ConfigError
+from mer_bench.errors import ConfigError, DataError
 from mer_bench.export import metrics_frame, predictions_frame, write_frame
 from mer_bench.metrics import Aggregate
 from mer_bench.protocol import parse_enum
 from mer_bench.report.data import Predictions, load_frame
-from mer_bench.report.leaderboard import add_reported, entries_from_frame, merge_entry, render_all
+from mer_bench.report.leaderboard import (
+    FORCE_HINT,
+    add_reported,
+    entries_from_frame,
+    merge_conflicts,
+    merge_entry,
+    render_all,
+)
 from mer_bench.report.plots import PlotOptions, load_reported_curves, make_plots
 from mer_bench.report.site import SiteOptions, build_site
 from mer_bench.report.tables import (
@@ -242,8 +249,9 @@ def _add_leaderboard(sub: Any) -> None:
         "leaderboard",
         help="merge results into leaderboards/ and render its Markdown tables",
         description="One JSON per model × training setting under ROOT/<dataset>/"
-        "<distribution>-<alignment>-<task>/; an entry with better provenance is never "
-        "replaced without --force; renders ROOT/README.md ranked by AUILC.",
+        "<distribution>-<alignment>-<task>/; an entry with better provenance, or computed on "
+        "other data (data fingerprint), is never replaced without --force; renders "
+        "ROOT/README.md ranked by AUILC.",
     )
     p.add_argument("--results", default="results", help="results folder (default results)")
     p.add_argument(
@@ -259,7 +267,9 @@ def _add_leaderboard(sub: Any) -> None:
         "--render-only", action="store_true", help="only re-render the Markdown from the files"
     )
     p.add_argument(
-        "--force", action="store_true", help="replace entries even with worse provenance"
+        "--force",
+        action="store_true",
+        help="replace entries even with worse provenance or computed on other data",
     )
     p.set_defaults(handler=cmd_leaderboard)
 
@@ -272,6 +282,10 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
             entries = entries_from_frame(load_frame(store), _csv(args.models))
         if not entries:
             raise ConfigError(f"no results for models {args.models} in {args.results}")
+        # Checked for every entry before any file is written: a refusal leaves ROOT as it was.
+        conflicts = [] if args.force else merge_conflicts(root, entries)
+        if conflicts:
+            raise DataError(f"not merged, data differ: {'; '.join(conflicts)}; {FORCE_HINT}")
         for entry in entries:
             outcome = merge_entry(root, entry, force=args.force)
             print(f"{outcome.action}\t{outcome.path}\t{outcome.reason}")

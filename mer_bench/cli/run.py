@@ -47,6 +47,7 @@ from mer_bench.protocol import (
 )
 from mer_bench.report.data import with_systems
 from mer_bench.runner import (
+    Discarded,
     Hooks,
     RunOptions,
     SettingOutcome,
@@ -326,9 +327,23 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def data_changed_message(d: Discarded) -> str:
+    """One line saying that a stored setting is retrained because its data changed."""
+    old = d.old or "unknown (stored before data fingerprints)"
+    return (
+        f"{d.setting_id}: data changed since it was stored (fingerprint {old} -> {d.new}); "
+        f"discarded its {d.cells} stored cells, training it again"
+    )
+
+
+def _print_data_changed(d: Discarded) -> None:
+    print(data_changed_message(d), file=sys.stderr, flush=True)
+
+
 def _log_hooks(quiet: bool, total: int) -> Hooks:
+    # Discarded results are reported even with --quiet: it only silences progress.
     if quiet:
-        return Hooks()
+        return Hooks(on_data_changed=_print_data_changed)
     done = {"n": 0}
 
     def on_setting_done(outcome: SettingOutcome) -> None:
@@ -343,7 +358,7 @@ def _log_hooks(quiet: bool, total: int) -> Hooks:
             flush=True,
         )
 
-    return Hooks(on_setting_done=on_setting_done)
+    return Hooks(on_setting_done=on_setting_done, on_data_changed=_print_data_changed)
 
 
 def _run_with_progress(
@@ -375,6 +390,9 @@ def _run_with_progress(
         def on_setting_done(outcome: SettingOutcome) -> None:
             progress.advance(t_settings)
 
+        def on_data_changed(d: Discarded) -> None:
+            progress.console.print(data_changed_message(d), markup=False, highlight=False)
+
         def on_worker_setting_done(outcome: SettingOutcome) -> None:
             # Worker processes report only when a whole setting is finished.
             progress.advance(t_settings)
@@ -382,12 +400,16 @@ def _run_with_progress(
 
         if opts.jobs > 1 and len(plans) > 1:
             progress.update(t_epochs, description=f"{opts.jobs} worker processes", total=1)
-            return execute(plans, opts, Hooks(on_setting_done=on_worker_setting_done))
+            worker_hooks = Hooks(
+                on_setting_done=on_worker_setting_done, on_data_changed=on_data_changed
+            )
+            return execute(plans, opts, worker_hooks)
         hooks = Hooks(
             on_epoch=on_epoch,
             on_cell=on_cell,
             on_cells_planned=on_cells_planned,
             on_setting_done=on_setting_done,
+            on_data_changed=on_data_changed,
         )
         return execute(plans, opts, hooks)
 

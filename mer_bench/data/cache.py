@@ -39,7 +39,15 @@ from mer_bench.data.sandbox import Limits, SandboxError, run_sandboxed
 from mer_bench.data.streams import MAX_EXPANSION, open_regular
 from mer_bench.errors import DataError
 
-__all__ = ["ENV_IMPORT_CACHE", "Imported", "cache_root", "clear_cache", "import_limits", "load"]
+__all__ = [
+    "ENV_IMPORT_CACHE",
+    "Imported",
+    "cache_root",
+    "clear_cache",
+    "digest",
+    "import_limits",
+    "load",
+]
 
 ENV_IMPORT_CACHE = "MER_BENCH_IMPORT_CACHE"
 _ARRAY_FILE = re.compile(r"a\d{5,}\.npy")
@@ -188,6 +196,25 @@ def load(path: Path) -> Imported:
             f"{ENV_IMPORT_CACHE} to a writable folder"
         ) from None
     return _decoded(path, entry, manifest)
+
+
+def digest(path: Path) -> str:
+    """The SHA-256 of data file ``path``: the one its import recorded while the file's size and
+    mtime are unchanged, else computed from the file (large files are not hashed twice)."""
+    path = Path(path)
+    try:
+        st = path.stat()
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read data file ({exc.strerror or exc})") from None
+    manifest = _read_manifest(_entry(path))
+    source = manifest.get("source", {}) if manifest else {}
+    if (
+        source.get("size") == st.st_size
+        and source.get("mtime_ns") == st.st_mtime_ns
+        and isinstance(source.get("sha256"), str)
+    ):
+        return str(source["sha256"])
+    return sha256_file(path)
 
 
 def _decoded(path: Path, entry: Path, manifest: dict) -> Imported:

@@ -25,6 +25,10 @@ then memory-mapped. Loaded files are also cached in-process (keyed by resolved p
 and the file's role), so the settings that share a file validate it once. Cached splits are
 shared and their big arrays are copy-on-write memory maps: never write into them (a write
 stays in this process but changes the split every setting sharing it sees).
+
+Each bundle names the files it read with their SHA-256 (``DatasetBundle.files``, taken from
+the import cache); ``data_files`` gives the same without loading, for the runner's resume
+check (docs/architecture.md, results store).
 """
 
 from __future__ import annotations
@@ -41,7 +45,7 @@ import numpy as np
 
 from mer_bench.data import cache
 from mer_bench.data.schema import inspect_file
-from mer_bench.data.types import DatasetBundle, DataSpec, Split
+from mer_bench.data.types import DataFile, DatasetBundle, DataSpec, Split
 from mer_bench.errors import DataError
 from mer_bench.protocol import Alignment, Dataset, DataSetting, Distribution, Task
 
@@ -167,13 +171,16 @@ def resolve_files(setting: DataSetting, root: Path, *, need_test: bool = True) -
     return found[0], found[1]
 
 
-def check_plan_data(settings: Iterable[DataSetting], root: Path | str | None = None) -> None:
+def check_plan_data(
+    settings: Iterable[DataSetting], root: Path | str | None = None
+) -> dict[DataSetting, tuple[DataFile, ...]]:
     """Resolve and validate every data file that ``settings`` need, before anything is trained.
 
     First every file is located: all missing files are reported together, in one ``DataError``
     that says where to get each kind. Then every file is loaded and validated (schema, shapes,
     cross-dataset widths) through :func:`load_bundle`, and all failures are reported together.
     Loaded files stay in the in-process cache, so the first setting does not read its file again.
+    Returns the files each setting reads, with their SHA-256.
     """
     unique = sorted(set(settings))
     missing: list[str] = []
@@ -206,25 +213,38 @@ def check_plan_data(settings: Iterable[DataSetting], root: Path | str | None = N
             f"Where to get them: {' | '.join(hints)}"
         )
     problems = []
+    files: dict[DataSetting, tuple[DataFile, ...]] = {}
     for setting in unique:
         try:
-            load_bundle(setting, bases.get(setting, root))
+            files[setting] = load_bundle(setting, bases.get(setting, root)).files
         except DataError as exc:
             problems.append(f"{setting.id}: {exc}")
     if problems:
         raise DataError(f"invalid data, nothing was trained: {'; '.join(problems)}")
+    return files
 
 
 # ----------------------------------------------------------------------------- loading
 
 _cache: OrderedDict[tuple[str, int, int, Distribution], dict[str, Split]] = OrderedDict()
 _cache_lock = threading.Lock()
+_digests: dict[tuple[str, int, int], str] = {}
+"""SHA-256 of each file seen by this process, keyed by (resolved path, mtime, size)."""
 
 
 def clear_cache() -> None:
     """Drop every cached file (frees their arrays once no bundle refers to them)."""
     with _cache_lock:
         _cache.clear()
+        _digests.clear()
+
+
+def _file_key(path: Path) -> tuple[str, int, int]:
+    try:
+        st = path.stat()
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read data file ({exc.strerror or exc})") from None
+    return (str(path.resolve()), st.st_mtime_ns, st.st_size)
 
 
 def load_file(path: Path, kind: Distribution) -> dict[str, Split]:
@@ -234,23 +254,56 @@ def load_file(path: Path, kind: Distribution) -> dict[str, Split]:
     Cached by (resolved path, mtime, size, kind).
     """
     path = Path(path)
-    try:
-        st = path.stat()
-    except OSError as exc:
-        raise DataError(f"{path}: cannot read data file ({exc.strerror or exc})") from None
-    key = (str(path.resolve()), st.st_mtime_ns, st.st_size, kind)
+    key = (*_file_key(path), kind)
     with _cache_lock:
         if key in _cache:
             _cache.move_to_end(key)
             return dict(_cache[key])
-    raw = cache.load(path).content
-    splits = inspect_file(raw, path, kind=kind).splits
-    del raw
+    imported = cache.load(path)
+    splits = inspect_file(imported.content, path, kind=kind).splits
+    sha256 = imported.sha256
+    del imported
     with _cache_lock:
+        _digests[key[:3]] = sha256
         _cache[key] = splits
         while len(_cache) > CACHE_MAX_FILES:
             _cache.popitem(last=False)
     return dict(splits)
+
+
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a data file: remembered from its load in this process, else from the import
+    cache, else computed (see ``cache.digest``)."""
+    path = Path(path)
+    key = _file_key(path)
+    with _cache_lock:
+        known = _digests.get(key)
+    if known is None:
+        known = cache.digest(path)
+        with _cache_lock:
+            _digests[key] = known
+    return known
+
+
+def _files(train_path: Path, test_path: Path | None) -> tuple[DataFile, ...]:
+    """The files a bundle reads, each with its role and digest."""
+    if test_path is None:
+        return (DataFile("train/valid", train_path.name, file_sha256(train_path)),)
+    if train_path.resolve() == test_path.resolve():
+        return (DataFile("train/valid/test", train_path.name, file_sha256(train_path)),)
+    return (
+        DataFile("train/valid", train_path.name, file_sha256(train_path)),
+        DataFile("test", test_path.name, file_sha256(test_path)),
+    )
+
+
+def data_files(
+    setting: DataSetting, root: Path | str | None = None, *, test: bool = True
+) -> tuple[DataFile, ...]:
+    """The files ``load_bundle(setting, root, test=test)`` reads, with their SHA-256, without
+    loading them (digests come from this process's loads or the import cache)."""
+    train_path, test_path = resolve_files(setting, _base(setting, root), need_test=test)
+    return _files(train_path, test_path if test else None)
 
 
 def fit_time_length(split: Split, n: int) -> Split:
@@ -365,13 +418,7 @@ def load_bundle(
     ``test=False`` (hyperparameter tuning) returns a bundle whose test split is a
     ``SealedSplit``: any read raises, and a cross-dataset partner file is never opened.
     """
-    layout = _layout(setting.dataset)
-    if layout.synthetic and (root is None or str(root) == ""):
-        synth = importlib.import_module("mer_bench.data.synth")
-        base = Path(synth.ensure_synth())
-    else:
-        base = data_root(root)
-    train_path, test_path = resolve_files(setting, base, need_test=test)
+    train_path, test_path = resolve_files(setting, _base(setting, root), need_test=test)
     kind = setting.distribution
     splits = load_file(train_path, kind)
     train, valid = splits["train"], splits["valid"]
@@ -386,6 +433,7 @@ def load_bundle(
             test=SealedSplit("test", "test=False: validation-only use"),
             spec=_spec(setting, train, aligned),
             sources={"train": train_path, "valid": train_path},
+            files=_files(train_path, None),
         )
     if kind is Distribution.CROSS:
         n = train.text_bert.shape[2]
@@ -405,7 +453,17 @@ def load_bundle(
         test=test,
         spec=_spec(setting, train, aligned),
         sources={"train": train_path, "valid": train_path, "test": test_path},
+        files=_files(train_path, test_path),
     )
+
+
+def _base(setting: DataSetting, root: Path | str | None) -> Path:
+    """The folder a setting's files are looked up in: the synthetic cache when no root is given
+    for the synthetic dataset (generated on first use), else the data root."""
+    if _layout(setting.dataset).synthetic and (root is None or str(root) == ""):
+        synth = importlib.import_module("mer_bench.data.synth")
+        return Path(synth.ensure_synth())
+    return data_root(root)
 
 
 def _spec(setting: DataSetting, train: Split, aligned: bool) -> DataSpec:

@@ -7,6 +7,9 @@ never as masked copies of a split.
 
 from __future__ import annotations
 
+import hashlib
+import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -119,6 +122,28 @@ def sign_class_labels(scores: np.ndarray) -> np.ndarray:
     return (np.sign(scores.astype(np.float64)) + 1).astype(np.int64)
 
 
+@dataclass(frozen=True)
+class DataFile:
+    """One data file a setting reads, identified by its content."""
+
+    role: str
+    """Which splits it gives: ``train/valid/test`` (one file holds all three), ``train/valid``
+    or ``test`` (cross-dataset reads two files)."""
+    name: str
+    """The file's base name only: a full path would leak where a user keeps their data."""
+    sha256: str
+
+    def as_dict(self) -> dict[str, str]:
+        return {"role": self.role, "file": self.name, "sha256": self.sha256}
+
+
+def data_fingerprint(files: Sequence[DataFile]) -> str:
+    """A short digest naming the exact data a setting read: over (role, name, SHA-256) of
+    each file, so re-extracted or regenerated files give another fingerprint."""
+    rows = sorted([f.role, f.name, f.sha256] for f in files)
+    return hashlib.sha256(json.dumps(rows).encode()).hexdigest()[:16]
+
+
 @dataclass
 class DatasetBundle:
     """A loaded data setting: train/valid/test splits and the spec models are built for."""
@@ -130,6 +155,13 @@ class DatasetBundle:
     spec: DataSpec
     sources: dict[str, Path] = field(default_factory=dict)
     """Which file each split came from."""
+    files: tuple[DataFile, ...] = ()
+    """The files read, with their SHA-256 (from the import cache, not hashed again)."""
+
+    @property
+    def fingerprint(self) -> str:
+        """The data fingerprint of this bundle (``data_fingerprint`` over ``files``)."""
+        return data_fingerprint(self.files)
 
     def split(self, name: str) -> Split:
         return {"train": self.train, "valid": self.valid, "test": self.test}[name]

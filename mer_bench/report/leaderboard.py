@@ -7,6 +7,10 @@ from the model's paper with their source. ``<root>/README.md`` and one ``README.
 are rendered from the files, ranked by AUILC.
 
 Merging never silently replaces a better-provenanced entry: see :func:`provenance_key`.
+Each entry's provenance names the data it was computed from (``data_fingerprint`` and
+``data_files``: base name and SHA-256 of each file). Results from other data than an existing
+entry's are refused unless ``--force`` (:func:`data_conflict`); entries written before
+fingerprints existed have none (unknown data).
 """
 
 from __future__ import annotations
@@ -90,6 +94,7 @@ def entry_from_rows(rows: pd.DataFrame, model: str, data: DataSetting) -> dict:
         modes[mode.value] = block
     versions = json.loads(rows["versions"].iloc[0] or "{}")
     selections = sorted(set(rows["selection"]))
+    fingerprint, files = _data_of(rows, model, data)
     return {
         "schema": SCHEMA,
         "model": model,
@@ -116,9 +121,68 @@ def entry_from_rows(rows: pd.DataFrame, model: str, data: DataSetting) -> dict:
             "date": str(rows["finished_at"].max()),
             "mask_rng": str(rows["mask_rng"].iloc[0]),
             "n_cells": int(rows["cell_id"].nunique()),
+            "data_fingerprint": fingerprint,
+            "data_files": files,
         },
         "reported": [],
     }
+
+
+def _data_of(rows: pd.DataFrame, model: str, data: DataSetting) -> tuple[str | None, list[dict]]:
+    """The one data fingerprint of an entry's rows (None: unknown, rows stored before
+    fingerprints) and its files by base name; DataError if the rows come from different data."""
+    column = rows["data_fingerprint"] if "data_fingerprint" in rows else pd.Series([None])
+    found = {None if pd.isna(v) else str(v) for v in column}
+    if len(found) > 1:
+        names = ", ".join(sorted(v or "unknown" for v in found))
+        raise DataError(
+            f"the results of {model} on {data.id} come from different data (fingerprints "
+            f"{names}); rerun `python -m mer_bench run` with the same models, protocol and seeds "
+            "on the current data (settings on other data are retrained), then merge again"
+        )
+    fingerprint = found.pop()
+    stored = rows["data_files"].dropna() if "data_files" in rows else pd.Series([], dtype=object)
+    files = json.loads(stored.iloc[0]) if fingerprint is not None and len(stored) else []
+    # Base names only: a full path would publish where the user keeps their data.
+    return fingerprint, [
+        {"role": str(f["role"]), "file": Path(str(f["file"])).name, "sha256": str(f["sha256"])}
+        for f in files
+    ]
+
+
+def data_fingerprint_of(entry: dict) -> str | None:
+    """The entry's data fingerprint; None if unknown (written before fingerprints existed)."""
+    value = (entry.get("provenance") or {}).get("data_fingerprint")
+    return value if isinstance(value, str) else None
+
+
+def data_conflict(old: dict, new: dict) -> str | None:
+    """Why ``new`` must not be merged over ``old`` without ``--force``: their measured results
+    come from different data (or one side's data is unknown). None if they may be compared.
+
+    Provenance only ranks evidence about the same data; across data neither entry is "better",
+    and keeping either silently would publish a result as if it were the other's."""
+    if not old.get("modes") or not new.get("modes"):
+        return None
+    was, now = data_fingerprint_of(old), data_fingerprint_of(new)
+    if was == now:
+        return None
+    return (
+        f"it holds results on other data (data fingerprint {was or 'unknown'}) than the ones "
+        f"merged now ({now or 'unknown'})"
+    )
+
+
+def merge_conflicts(root: Path, entries: Sequence[dict]) -> list[str]:
+    """One line per entry file whose data differs from the entry that would replace it."""
+    problems = []
+    for entry in entries:
+        path = entry_path(root, DataSetting.from_dict(entry["setting"]), entry["model"])
+        if path.is_file():
+            why = data_conflict(read_entry(path), entry)
+            if why is not None:
+                problems.append(f"{path}: {why}")
+    return problems
 
 
 def provenance_key(entry: dict) -> tuple:
@@ -149,12 +213,16 @@ class MergeOutcome:
 def merge_entry(root: Path, entry: dict, *, force: bool = False) -> MergeOutcome:
     """Write ``entry`` unless the file on disk has strictly better provenance (or ``force``).
 
-    ``reported`` figures already in the file are always carried over.
+    ``reported`` figures already in the file are always carried over. Results on other data
+    than the file's are a DataError unless ``force`` (:func:`data_conflict`).
     """
     data = DataSetting.from_dict(entry["setting"])
     path = entry_path(root, data, entry["model"])
     old = read_entry(path) if path.is_file() else None
     if old is not None:
+        why = None if force else data_conflict(old, entry)
+        if why is not None:
+            raise DataError(f"{path}: {why}; {FORCE_HINT}")
         entry = {**entry, "reported": old.get("reported") or entry.get("reported") or []}
         if not force and provenance_key(old) > provenance_key(entry):
             return MergeOutcome(
@@ -167,13 +235,17 @@ def merge_entry(root: Path, entry: dict, *, force: bool = False) -> MergeOutcome
     return MergeOutcome(path, "updated", f"{_describe(old)} -> {_describe(entry)}")
 
 
+FORCE_HINT = "merge into another --root, or pass --force to replace the entry with the new results"
+
+
 def _describe(entry: dict) -> str:
     prov = entry.get("provenance") or {}
     if not entry.get("modes"):
         return "(reported figures only)"
     return (
         f"({len(entry.get('seeds') or ())} seeds, {prov.get('n_cells', 0)} cells, "
-        f"selection {entry.get('selection')}, {prov.get('date', '?')})"
+        f"selection {entry.get('selection')}, {prov.get('date', '?')}, "
+        f"data {data_fingerprint_of(entry) or 'unknown'})"
     )
 
 
@@ -262,10 +334,38 @@ def check_entry(entry: dict) -> None:
     _need(isinstance(entry.get("regime", ""), str), "'regime' must be a string")
     provenance = entry.get("provenance")
     _need(provenance is None or isinstance(provenance, dict), "'provenance'")
+    if isinstance(provenance, dict):
+        _check_data_provenance(provenance)
     reported = entry.get("reported", [])
     _need(isinstance(reported, list), "'reported' must be a list")
     for item in reported:
         _check_reported(item)
+
+
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def _check_data_provenance(provenance: dict) -> None:
+    """``data_fingerprint`` (absent or null: unknown) and ``data_files`` (base names only)."""
+    fingerprint = provenance.get("data_fingerprint")
+    _need(fingerprint is None or isinstance(fingerprint, str), "'data_fingerprint'")
+    files = provenance.get("data_files", [])
+    _need(isinstance(files, list), "'data_files' must be a list")
+    for item in files:
+        _need(isinstance(item, dict), "data_files items must be objects")
+        name = item.get("file")
+        _need(
+            isinstance(name, str)
+            and name == Path(name).name
+            and name not in ("", ".", "..")
+            and "\\" not in name,
+            "data_files 'file' must be a base name",
+        )
+        _need(isinstance(item.get("role"), str), "data_files 'role' must be a string")
+        _need(
+            isinstance(item.get("sha256"), str) and bool(_SHA256.fullmatch(item["sha256"])),
+            "data_files 'sha256' must be a hex SHA-256",
+        )
 
 
 def _check_reported(item: object) -> None:
@@ -456,10 +556,26 @@ def render_setting(entries: Sequence[dict], data: DataSetting) -> str:
                 + f"{md((e.get('provenance') or {}).get('date', ''))} |"
             )
         lines.append("")
+        lines += _mixed_data_note(measured)
     reported = [(e["model"], r) for e in entries for r in e.get("reported", [])]
     if reported:
         lines += _render_reported(reported)
     return "\n".join(lines)
+
+
+def _mixed_data_note(measured: Sequence[dict]) -> list[str]:
+    """A warning under a table whose entries were computed on different data files."""
+    by_data: dict[str, list[str]] = {}
+    for e in measured:
+        by_data.setdefault(data_fingerprint_of(e) or "unknown", []).append(md(e["model"]))
+    if len(by_data) < 2:
+        return []
+    parts = "; ".join(f"{md(fp)}: {', '.join(models)}" for fp, models in sorted(by_data.items()))
+    return [
+        "**Note:** these entries come from different data files (data fingerprint: models — "
+        f"{parts}); compare their ranks with care.",
+        "",
+    ]
 
 
 FULL_MODALITY = "complete data, no missing modality"

@@ -244,6 +244,7 @@ def _provenance_text(entry: Mapping) -> str:
         f"git {str(prov.get('git_hash'))[:7]}" if prov.get("git_hash") else None,
         f"mer_bench {prov.get('mer_bench')}" if prov.get("mer_bench") else None,
         f"{prov.get('n_cells')} cells" if prov.get("n_cells") else None,
+        f"data {prov.get('data_fingerprint')}" if prov.get("data_fingerprint") else None,
         f"protocol {entry.get('protocol_version')}",
     )
     return " · ".join(str(x) for x in parts if x)

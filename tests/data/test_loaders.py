@@ -336,3 +336,40 @@ def test_real_dataset_without_root_or_env_explains_how(monkeypatch: pytest.Monke
 def test_env_root_is_used_for_real_data(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(loaders.ENV_DATA_ROOT, str(root))
     assert load_bundle(S("mosei", "iid", "aligned")).spec.audio_dim == 74
+
+
+def test_bundles_name_their_files_by_digest_without_hashing_twice(
+    tiny_synth_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each bundle lists the files it read (base name, SHA-256); ``data_files`` gives the same
+    from the import cache without reading the file again."""
+    import hashlib
+
+    from mer_bench.data import cache
+    from mer_bench.data.loaders import data_files, load_bundle
+
+    def sha(path: Path) -> str:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+
+    iid = DataSetting(Dataset.SYNTH, Distribution.IID, Alignment.ALIGNED, Task.BINARY)
+    cross = DataSetting(Dataset.SYNTH, Distribution.CROSS, Alignment.ALIGNED, Task.BINARY)
+    one, two = load_bundle(iid, tiny_synth_root), load_bundle(cross, tiny_synth_root)
+    folder = tiny_synth_root / "MSA_cross_datasets"
+    assert [f.as_dict() for f in one.files] == [
+        {
+            "role": "train/valid/test",
+            "file": "aligned_50.pkl",
+            "sha256": sha(tiny_synth_root / "CMU-SYNTH" / "Processed" / "aligned_50.pkl"),
+        }
+    ]
+    assert [(f.role, f.name, f.sha256) for f in two.files] == [
+        ("train/valid", "synth.pkl", sha(folder / "synth.pkl")),
+        ("test", "synth_b.pkl", sha(folder / "synth_b.pkl")),
+    ]
+    assert len({one.fingerprint, two.fingerprint}) == 2 and len(one.fingerprint) == 16
+    sealed = load_bundle(cross, tiny_synth_root, test=False)
+    assert [f.role for f in sealed.files] == ["train/valid"]
+    # the digests come from the import's manifest: nothing is hashed again
+    loaders.clear_cache()
+    monkeypatch.setattr(cache, "sha256_file", lambda path: pytest.fail(f"hashed {path}"))
+    assert data_files(cross, tiny_synth_root) == two.files

@@ -95,6 +95,7 @@ def write_store(
     seeds: tuple[int, ...] = SEEDS,
     oracle_model: str | None = None,
     oracle_primary: bool = False,
+    data_fingerprint: str | None = None,
 ) -> Path:
     """Models ``base``, ``good`` (strictly better), ``same`` (identical to base) and optionally
     a knob model with ``valid``/``default``/``test-oracle`` rows (oracle = good's predictions)."""
@@ -122,5 +123,6 @@ def write_store(
                         versions={"mer_bench": "0.1.0", "protocol": "1.0"},
                         git_hash="abc123",
                         config_hash="h",
+                        data_fingerprint=data_fingerprint,
                     )
     return folder

@@ -253,6 +253,115 @@ def test_leaderboard_merge_keeps_better_provenance(tmp_path) -> None:
     assert (root / "synth" / "iid-aligned-binary" / "README.md").is_file()
 
 
+def _entry(folder: Path, **kw) -> dict:
+    from mer_bench.report.leaderboard import entries_from_frame
+
+    with ResultsStore(write_store(folder, models=("base",), **kw), create=False) as store:
+        (entry,) = entries_from_frame(load_frame(store))
+    return entry
+
+
+def test_leaderboard_refuses_results_on_other_data_unless_forced(tmp_path, capsys) -> None:
+    """Provenance ranks evidence about one dataset; results on other data (a regenerated or
+    re-extracted file) neither replace nor yield to an entry silently."""
+    from mer_bench.errors import DataError
+
+    old_fp, new_fp = "a" * 16, "b" * 16
+    root = tmp_path / "boards"
+    path = root / "synth" / "iid-aligned-binary" / "base.json"
+    merge_entry(root, _entry(tmp_path / "old", data_fingerprint=old_fp))
+    assert read_entry(path)["provenance"]["data_fingerprint"] == old_fp
+    before = path.read_text()
+    # fewer seeds on new data: provenance alone would keep the old entry without a word
+    newer = write_store(tmp_path / "new", models=("base",), seeds=(1111,), data_fingerprint=new_fp)
+    argv = ["leaderboard", "--results", str(newer), "--root", str(root)]
+    with pytest.raises(DataError) as err:
+        _cli(argv)
+    message = str(err.value)
+    assert "\n" not in message and old_fp in message and new_fp in message
+    assert str(path) in message and "--force" in message
+    assert path.read_text() == before  # nothing written
+    with pytest.raises(DataError, match=old_fp):
+        merge_entry(root, _entry(tmp_path / "api", seeds=(1111,), data_fingerprint=new_fp))
+    # an entry without a fingerprint (written before them) is unknown data: refused too
+    legacy = json.loads(before)
+    del legacy["provenance"]["data_fingerprint"], legacy["provenance"]["data_files"]
+    path.write_text(json.dumps(legacy))
+    with pytest.raises(DataError, match=f"unknown.*{new_fp}"):
+        _cli(argv)
+    # --force replaces it and says which data replaced which
+    capsys.readouterr()
+    assert _cli([*argv, "--force"]) == 0
+    (line,) = [x for x in capsys.readouterr().out.splitlines() if x.startswith("updated")]
+    assert line.index("data unknown") < line.index(f"data {new_fp}")
+    entry = read_entry(path)
+    assert entry["provenance"]["data_fingerprint"] == new_fp and entry["seeds"] == [1111]
+
+
+def test_leaderboard_entry_refuses_rows_from_different_data(tmp_path) -> None:
+    """Seeds computed on different data never average into one entry."""
+    from mer_bench.errors import DataError
+
+    folder = write_store(tmp_path / "s", models=("base",), seeds=(1111,), data_fingerprint="a" * 16)
+    write_store(folder, models=("base",), seeds=(1112,), data_fingerprint="b" * 16)
+    with pytest.raises(DataError, match="different data.*" + "a" * 16 + ", " + "b" * 16):
+        _entry(folder)
+
+
+def test_leaderboard_entry_records_data_files_by_base_name(tmp_path) -> None:
+    from mer_bench.errors import DataError
+    from mer_bench.protocol import Cell, Mode, TrainingSetting
+    from mer_bench.report.leaderboard import check_entry, entries_from_frame
+    from tests.report.helpers import DATA, _row
+
+    files = [{"role": "train/valid/test", "file": "aligned_50.pkl", "sha256": "c" * 64}]
+    with ResultsStore(tmp_path) as store:
+        setting = TrainingSetting("base", DATA, 1111)
+        store.record_setting(
+            setting,
+            best_epoch=1,
+            best_valid=0.5,
+            epochs=1,
+            train_seconds=0.0,
+            checkpoint="x",
+            params={},
+            history=[],
+            config_hash="h",
+            device="cpu",
+            data_fingerprint="d" * 16,
+            data_files=[{**files[0], "file": "/home/someone/data/aligned_50.pkl"}],
+        )
+        store.record_cell(
+            setting,
+            Cell(DATA, Mode.RMM, 0.0),
+            [_row("none", True, predictions("base", 1111, 0.0))],
+            mask_rng="per-sample",
+            wall_seconds=0.0,
+            device="cpu",
+            versions={},
+            git_hash="x",
+            config_hash="h",
+            data_fingerprint="d" * 16,
+        )
+        (entry,) = entries_from_frame(load_frame(store))
+    assert entry["provenance"]["data_fingerprint"] == "d" * 16
+    assert entry["provenance"]["data_files"] == files
+    check_entry(entry)
+    bad = json.loads(json.dumps(entry))
+    bad["provenance"]["data_files"][0]["file"] = "/home/someone/data/aligned_50.pkl"
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(bad))
+    with pytest.raises(DataError, match="base name"):
+        read_entry(path)
+
+
+def test_committed_leaderboard_entries_without_fingerprints_still_load() -> None:
+    from mer_bench.report.leaderboard import data_fingerprint_of, load_entries
+
+    entries = load_entries(Path(__file__).parents[2] / "leaderboards")
+    assert entries and all(data_fingerprint_of(e) is None for e in entries if e.get("modes"))
+
+
 def test_committed_reported_figures_parse() -> None:
     data = json.loads((Path(__file__).parents[2] / "leaderboards" / "reported.json").read_text())
     items = data["reported"]
