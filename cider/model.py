@@ -195,6 +195,37 @@ def _prototype_encoder(in_dim: int, d: int, cross: bool) -> nn.Sequential:
     )
 
 
+def gru_group(
+    grus: tuple[nn.GRU, ...], inputs: tuple[torch.Tensor, ...]
+) -> tuple[torch.Tensor, ...]:
+    """Several one-layer GRUs (time-major, zero initial state) over inputs of one shape (T, B, d),
+    run as one recurrence: the input gates of every step in one product, then per step one
+    batched product for all GRUs. Inference only (no graph is built); equal to running each
+    ``nn.GRU`` alone up to float rounding. The three modality GRUs are short and narrow, so
+    per-step dispatch, not arithmetic, is what they cost: this runs T steps instead of 3T."""
+    length, batch, _ = inputs[0].shape
+    hidden = grus[0].hidden_size
+    x = torch.stack(inputs)  # (G, T, B, d)
+    groups = x.shape[0]
+    w_ih = torch.stack([g.weight_ih_l0 for g in grus])  # (G, 3H, d)
+    w_hh = torch.stack([g.weight_hh_l0 for g in grus]).transpose(1, 2)  # (G, H, 3H)
+    b_ih = torch.stack([g.bias_ih_l0 for g in grus]).unsqueeze(1)
+    b_hh = torch.stack([g.bias_hh_l0 for g in grus]).unsqueeze(1)
+    gates_x = torch.baddbmm(b_ih, x.view(groups, length * batch, -1), w_ih.transpose(1, 2))
+    gates_x = gates_x.view(groups, length, batch, 3 * hidden)
+    out = x.new_empty(groups, length, batch, hidden)
+    h = x.new_zeros(groups, batch, hidden)
+    for t in range(length):
+        gates_h = torch.baddbmm(b_hh, h, w_hh)  # (G, B, 3H)
+        gx = gates_x[:, t]
+        rz = torch.sigmoid(gx[..., : 2 * hidden] + gates_h[..., : 2 * hidden])
+        r, z = rz[..., :hidden], rz[..., hidden:]
+        n = torch.tanh(gx[..., 2 * hidden :] + r * gates_h[..., 2 * hidden :])
+        h = torch.addcmul(n, z, h - n)  # (1 − z)·n + z·h
+        out[:, t] = h
+    return tuple(out.unbind(0))
+
+
 class CIDerModel(nn.Module):
     """CIDer's network. ``forward`` is one pass of the reference's shared body on one view."""
 
@@ -330,11 +361,16 @@ class CIDerModel(nn.Module):
             p_v, _ = self.v_compress(
                 p_l, p_v.repeat(1, text_views, 1), query_mask, vision_mask.repeat(text_views, 1)
             )
-        h_l, _ = self.t(p_l)
-        h_a, _ = self.a(p_a)
-        h_v, _ = self.v(p_v)
-        if cfg.aligned and text_views > 1:
-            h_a, h_v = h_a.repeat(1, text_views, 1), h_v.repeat(1, text_views, 1)
+        if torch.is_grad_enabled():
+            h_l, _ = self.t(p_l)
+            h_a, _ = self.a(p_a)
+            h_v, _ = self.v(p_v)
+            if cfg.aligned and text_views > 1:
+                h_a, h_v = h_a.repeat(1, text_views, 1), h_v.repeat(1, text_views, 1)
+        else:
+            if cfg.aligned and text_views > 1:
+                p_a, p_v = p_a.repeat(1, text_views, 1), p_v.repeat(1, text_views, 1)
+            h_l, h_a, h_v = gru_group((self.t, self.a, self.v), (p_l, p_a, p_v))
         z, scores = self.multimodal_transformer(
             torch.cat((h_l, h_a, h_v), dim=0), pe_index, need_scores=need_attention
         )

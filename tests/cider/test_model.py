@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from cider.attention import MultimodalMultiheadAttention
-from cider.model import CIDerModel
+from cider.model import CIDerModel, gru_group
 from mer_bench.adapters import get_adapter
 
 from .helpers import full_batch, make_ctx, make_split
@@ -38,6 +38,30 @@ def test_model_with_literal_views_matches(monkeypatch: pytest.MonkeyPatch, align
     for name in ("pred", "joint_rep", "text_recon", "audio_recon", "vision_recon"):
         assert torch.allclose(getattr(fast, name), getattr(slow, name), atol=1e-5), name
     assert torch.allclose(fast.attn, slow.attn, atol=1e-5)
+
+
+def test_gru_group_equals_each_gru_alone() -> None:
+    torch.manual_seed(1)
+    grus = tuple(torch.nn.GRU(6, 6) for _ in range(3))
+    xs = tuple(torch.randn(9, 5, 6) for _ in range(3))
+    with torch.no_grad():
+        grouped = gru_group(grus, xs)
+        for gru, x, got in zip(grus, xs, grouped, strict=True):
+            assert torch.allclose(gru(x)[0], got, atol=1e-6)
+
+
+@pytest.mark.parametrize("aligned", [False, True])
+def test_inference_path_equals_training_path(aligned: bool) -> None:
+    """Without a graph the modality GRUs run grouped (gru_group); with one, as nn.GRU."""
+    torch.manual_seed(0)
+    ad, split = _model(aligned=aligned)
+    ad.model.eval()
+    batch = full_batch(split)
+    with torch.no_grad():
+        grouped = _forward(ad, batch).pred
+    plain = _forward(ad, batch).pred.detach()
+    assert torch.allclose(grouped, plain, atol=1e-5)
+    assert not torch.equal(grouped, torch.zeros_like(grouped))
 
 
 def test_positions_quirk_cider_vs_fixed() -> None:
