@@ -27,7 +27,13 @@ import torch
 
 from mer_bench.adapters import Adapter
 from mer_bench.batch import KeepMasks, SplitTensors
-from mer_bench.metrics import best_value, compute_metrics, oracle_per_metric, select_knob
+from mer_bench.metrics import (
+    best_value,
+    compute_metrics,
+    compute_metrics_stack,
+    oracle_per_metric,
+    select_knob,
+)
 from mer_bench.missing import split_keep_masks
 from mer_bench.protocol import Cell, MaskRng, Precision, TauSelection, parse_enum
 
@@ -145,10 +151,15 @@ def knob_candidates(adapter: Adapter) -> list[dict[str, float]]:
     return [dict(zip(names, values)) for values in itertools.product(*(grid[n] for n in names))]
 
 
-def score_metrics(
-    adapter: Adapter, outputs: Mapping[str, np.ndarray], labels: np.ndarray, knobs: Mapping
-) -> dict[str, float]:
-    return compute_metrics(adapter.ctx.task, adapter.scores(outputs, knobs), labels)
+def knob_table(
+    adapter: Adapter,
+    outputs: Mapping[str, np.ndarray],
+    labels: np.ndarray,
+    candidates: list[dict[str, float]],
+) -> tuple[list[np.ndarray], dict[int, dict[str, float]]]:
+    """Scores and metrics under every knob candidate, by candidate index."""
+    scores = [adapter.scores(outputs, knobs) for knobs in candidates]
+    return scores, dict(enumerate(compute_metrics_stack(adapter.ctx.task, scores, labels)))
 
 
 @dataclass
@@ -179,10 +190,8 @@ def best_knob_score(
     """The task's selection metric at the best post-hoc knob (``nan`` ignored): what early
     stopping and tuning compare."""
     metric = adapter.ctx.task.info.selection_metric
-    return best_value(
-        (score_metrics(adapter, outputs, labels, k)[metric] for k in knob_candidates(adapter)),
-        metric,
-    )
+    _, table = knob_table(adapter, outputs, labels, knob_candidates(adapter))
+    return best_value((row[metric] for row in table.values()), metric)
 
 
 def evaluate_cell(
@@ -222,16 +231,12 @@ def evaluate_cell(
         return CellEvaluation(cell, {SELECTION_NONE: only}, SELECTION_NONE, labels)
 
     metric = task.info.selection_metric
-    test_scores = [adapter.scores(test_out, knobs) for knobs in candidates]
-    test_table = {i: compute_metrics(task, scores, labels) for i, scores in enumerate(test_scores)}
+    test_scores, test_table = knob_table(adapter, test_out, labels, candidates)
 
     valid_out = outputs("valid", valid)
     valid_labels = valid.split.labels(task)
     # Candidates by index: ties go to the earliest, and the grid starts at "no adjustment".
-    valid_table = {
-        i: score_metrics(adapter, valid_out, valid_labels, knobs)
-        for i, knobs in enumerate(candidates)
-    }
+    _, valid_table = knob_table(adapter, valid_out, valid_labels, candidates)
     v = select_knob(valid_table, metric)
     selections = {
         SELECTION_VALID: Selection(SELECTION_VALID, candidates[v], test_table[v], test_scores[v])

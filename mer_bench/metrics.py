@@ -228,6 +228,61 @@ def compute_metrics(task: Task, scores: np.ndarray, labels: np.ndarray) -> dict[
     return {name: values[name] for name in TASK_INFO[task].metrics}
 
 
+def _acc_f1_stack(y_true: np.ndarray, y_pred: np.ndarray, classes: int) -> tuple[list, list]:
+    """Accuracy and weighted F1 of each row of ``y_pred`` (K, N) against ``y_true`` (N,), codes in
+    0..classes-1: :func:`_accuracy` and :func:`weighted_f1` for K predictions at once (a class
+    outside the union of truths and predictions has no support and no prediction, so summing
+    over every class equals summing over the union)."""
+    k, n = y_pred.shape
+    if n == 0:
+        return [math.nan] * k, [math.nan] * k
+    correct = y_pred == y_true[None, :]
+    offsets = (np.arange(k) * classes)[:, None]
+    support = np.bincount(y_true, minlength=classes).astype(np.float64)
+    predicted = np.bincount((y_pred + offsets).ravel(), minlength=k * classes).reshape(k, classes)
+    true_pos = np.bincount((y_pred + offsets)[correct], minlength=k * classes).reshape(k, classes)
+    total = support[None, :] + predicted
+    f1 = np.divide(2.0 * true_pos, total, out=np.zeros(total.shape), where=total > 0)
+    accuracy = correct.mean(axis=1)
+    weighted = (f1 @ support) / n
+    return [float(a) for a in accuracy], [float(f) for f in weighted]
+
+
+def compute_metrics_stack(
+    task: Task, scores: Sequence[np.ndarray], labels: np.ndarray
+) -> list[dict[str, float]]:
+    """:func:`compute_metrics` of several score arrays against the same labels (one per knob
+    value), vectorised over them for the classification tasks; equal to calling
+    :func:`compute_metrics` on each up to float rounding (≤ 1e-12)."""
+    if task is Task.REGRESSION or len(scores) < 2:
+        return [compute_metrics(task, s, labels) for s in scores]
+    checked = [_class_inputs(task, s, labels) for s in scores]
+    y = checked[0][1]
+    s = np.stack([c[0] for c in checked])  # (K, N, C)
+    pred = np.argmax(s, axis=2)
+    if task is Task.SEVEN:
+        acc7, f1_7 = _acc_f1_stack(y, pred, 7)
+        rows = [{"acc7": a, "f1_7": f} for a, f in zip(acc7, f1_7, strict=True)]
+    else:
+        has0_pred = (s[:, :, _POS] > s[:, :, _NEG]).astype(np.int64)
+        has0 = _acc_f1_stack((y != _NEG).astype(np.int64), has0_pred, 2)
+        keep = y != _NEU
+        non0 = _acc_f1_stack(y[keep], pred[:, keep], 3)
+        three = _acc_f1_stack(y, pred, 3)
+        rows = [
+            {
+                "has0_acc2": has0[0][i],
+                "has0_f1": has0[1][i],
+                "non0_acc2": non0[0][i],
+                "non0_f1": non0[1][i],
+                "acc3": three[0][i],
+                "f1_3": three[1][i],
+            }
+            for i in range(len(scores))
+        ]
+    return [{name: row[name] for name in TASK_INFO[task].metrics} for row in rows]
+
+
 # --------------------------------------------------------------------------------- curves, seeds
 
 

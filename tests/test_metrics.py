@@ -18,6 +18,7 @@ from mer_bench.metrics import (
     best_value,
     classification_metrics,
     compute_metrics,
+    compute_metrics_stack,
     higher_is_better,
     improves,
     mean_sd,
@@ -499,3 +500,48 @@ def test_oracle_on_a_real_tau_sweep_never_below_tau_zero() -> None:
         assert value >= cands[0.0][name]
         assert value == max(c[name] for c in cands.values())
         assert cands[chosen[name]][name] == value
+
+
+@FAST
+@given(
+    task=st.sampled_from([Task.BINARY, Task.SEVEN, Task.REGRESSION]),
+    n=st.integers(1, 40),
+    k=st.integers(1, 6),
+    seed=st.integers(0, 2**31 - 1),
+    coarse=st.booleans(),
+)
+def test_stacked_metrics_equal_one_at_a_time(
+    task: Task, n: int, k: int, seed: int, coarse: bool
+) -> None:
+    """compute_metrics_stack (the τ grid in one go) equals compute_metrics per candidate,
+    including argmax ties (coarse integer scores), missing classes and an all-neutral truth."""
+    rng = np.random.default_rng(seed)
+    classes = TASK_INFO[task].num_classes
+    if task is Task.REGRESSION:
+        labels = rng.uniform(-3, 3, n).round(1)
+        stack = [rng.uniform(-3, 3, n) for _ in range(k)]
+    else:
+        labels = rng.integers(0, rng.integers(1, classes + 1), n)
+        shape = (n, classes)
+        stack = [
+            rng.integers(0, 2, shape).astype(float) if coarse else rng.normal(size=shape)
+            for _ in range(k)
+        ]
+    got = compute_metrics_stack(task, stack, labels)
+    assert len(got) == k
+    for scores, row in zip(stack, got, strict=True):
+        want = compute_metrics(task, scores, labels)
+        assert list(row) == list(want)
+        for name, value in want.items():
+            if math.isnan(value):
+                assert math.isnan(row[name]), name
+            else:
+                assert row[name] == pytest.approx(value, abs=1e-12), name
+
+
+def test_stacked_metrics_check_their_inputs() -> None:
+    good = np.zeros((3, 3))
+    with pytest.raises(AdapterError):
+        compute_metrics_stack(Task.BINARY, [good, np.full((3, 3), np.nan)], np.array([0, 1, 2]))
+    with pytest.raises(DataError):
+        compute_metrics_stack(Task.BINARY, [good, good], np.array([0, 1, 3]))
