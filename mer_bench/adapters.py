@@ -45,6 +45,10 @@ from mer_bench.protocol import Alignment, Dataset, DataSetting, Distribution, Ta
 ENTRY_POINT_GROUP = "mer_bench.adapters"
 
 
+EVAL_BATCH_SIZE = "eval_batch_size"
+"""The one parameter every adapter accepts without declaring it (see ``Adapter.eval_batch_size``)."""
+
+
 @dataclass(frozen=True)
 class SearchDim:
     """One dimension of an adapter's hyperparameter search space (for ``tune``)."""
@@ -154,8 +158,28 @@ class Adapter(ABC):
                 f"it supports {', '.join(t.value for t in self.tasks)}"
             )
         self.ctx = ctx
+        _ = self.eval_batch_size  # a bad eval_batch_size fails here, before any training
         self.model: nn.Module = self.build().to(ctx.device)
         self.optimizer: torch.optim.Optimizer | None = None
+
+    @property
+    def eval_batch_size(self) -> int:
+        """Batch size of prediction passes: the parameter ``eval_batch_size`` when set (presets
+        may set it; ``--set MODEL.eval_batch_size=N`` works for every adapter), else the training
+        ``batch_size``. An adapter that is not ``batch_coupled`` scores each sample the same in
+        any batch (the conformance suite checks it), so a larger evaluation batch only saves time;
+        a batch-coupled one must predict at its training batch size."""
+        params = self.ctx.params
+        train = int(params["batch_size"])
+        size = int(params.get(EVAL_BATCH_SIZE) or train)
+        if size < 1:
+            raise ConfigError(f"{EVAL_BATCH_SIZE} must be >= 1; got {size}")
+        if self.batch_coupled and size != train:
+            raise ConfigError(
+                f"adapter {self.name!r} is batch-coupled: it predicts at its training batch size "
+                f"({train}), not at {EVAL_BATCH_SIZE}={size}"
+            )
+        return size
 
     # ----------------------------------------------------------------- to implement
     @abstractmethod
@@ -232,6 +256,9 @@ class Adapter(ABC):
             )
         params = dict(cls.presets[preset])
         for key, value in (overrides or {}).items():
+            if key == EVAL_BATCH_SIZE and key not in params:
+                params[key] = _coerce(key, value, 0)
+                continue
             if key not in params:
                 hint = difflib.get_close_matches(key, list(params), n=1)
                 raise ConfigError(

@@ -340,17 +340,10 @@ def setting_events(
     )
     adapter = r.cls(ctx)
     adapter.setup(bundle.train)
-    batch_size = int(r.params["batch_size"])
     if resume_state is not None:
         adapter.load_checkpoint_state(resume_state)
     else:
-        cfg = FitConfig(
-            max_epochs=int(r.params["max_epochs"]),
-            patience=int(r.params["patience"]),
-            batch_size=batch_size,
-            device=device,
-            precision=opts.precision,
-        )
+        cfg = FitConfig.of(adapter, device, opts.precision)
         corruption = for_regime(setting.regime, adapter.training_corruption())
         result = fit(
             adapter,
@@ -389,7 +382,7 @@ def setting_events(
             test,
             cell,
             setting.seed,
-            batch_size=batch_size,
+            batch_size=adapter.eval_batch_size,
             device=device,
             mask_rng=opts.mask_rng,
             tau_selection=opts.tau_selection,

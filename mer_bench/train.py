@@ -38,6 +38,23 @@ class FitConfig:
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     precision: Precision = Precision.FP32
     """bf16 means autocast, on CUDA only."""
+    eval_batch_size: int | None = None
+    """Batch size of the validation passes (None: ``batch_size``)."""
+
+    @classmethod
+    def of(
+        cls, adapter: Adapter, device: torch.device, precision: Precision = Precision.FP32
+    ) -> FitConfig:
+        """The adapter's own schedule: epochs, patience and batch sizes from its parameters."""
+        params = adapter.ctx.params
+        return cls(
+            max_epochs=int(params["max_epochs"]),
+            patience=int(params["patience"]),
+            batch_size=int(params["batch_size"]),
+            device=device,
+            precision=precision,
+            eval_batch_size=adapter.eval_batch_size,
+        )
 
 
 @dataclass
@@ -72,7 +89,8 @@ def valid_selection_metric(
     """The task's selection metric on the complete validation view, best over post-hoc knobs."""
     task = adapter.ctx.task
     keep = complete_view_keep(valid)
-    outputs = predict_split(adapter, valid, keep, cfg.batch_size, cfg.device, cfg.precision)
+    size = cfg.eval_batch_size or cfg.batch_size
+    outputs = predict_split(adapter, valid, keep, size, cfg.device, cfg.precision)
     return best_knob_score(adapter, outputs, valid.split.labels(task))
 
 

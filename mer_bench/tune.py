@@ -552,13 +552,7 @@ class Objective:
         trial.set_user_attr("worker", self.worker)
         params = self.params(trial)
         adapter = self.build(params)
-        cfg = FitConfig(
-            max_epochs=int(params["max_epochs"]),
-            patience=int(params["patience"]),
-            batch_size=int(params["batch_size"]),
-            device=self.device,
-            precision=self.opts.precision,
-        )
+        cfg = FitConfig.of(adapter, self.device, self.opts.precision)
 
         def on_epoch(record: EpochRecord) -> None:
             trial.report(record.valid_metric, record.epoch)
@@ -580,7 +574,7 @@ class Objective:
             adapter,
             self.valid,
             self.keeps,
-            batch_size=cfg.batch_size,
+            batch_size=adapter.eval_batch_size,
             device=self.device,
             precision=self.opts.precision,
         )

@@ -13,7 +13,7 @@ from mer_bench.adapters import Adapter, AdapterContext
 from mer_bench.batch import Batch, SplitTensors
 from mer_bench.conformance import tiny_spec, tiny_split
 from mer_bench.data.types import DatasetBundle
-from mer_bench.errors import ProtocolError
+from mer_bench.errors import ConfigError, ProtocolError
 from mer_bench.evaluate import evaluate_cell
 from mer_bench.protocol import (
     Alignment,
@@ -172,3 +172,37 @@ def test_cells_with_identical_masks_share_one_inference() -> None:
     assert first.selections["valid"].metrics == same.selections["valid"].metrics
     evaluate_cell(adapter, valid, test, Cell(DATA, Mode.RMFM, 0.5), **kw)
     assert cache.hits == 2  # a different mask is computed afresh
+
+
+def test_eval_batch_size_is_a_harness_parameter_of_every_adapter() -> None:
+    from mer_bench.adapters import get_adapter
+    from mer_bench.train import FitConfig
+
+    mult = get_adapter("mult")
+    assert mult.resolve_params("synth")["eval_batch_size"] == 256
+    # Any adapter accepts it by --set, typed like a batch size; other unknown keys still fail.
+    params = get_adapter("self_mm").resolve_params("synth", {"eval_batch_size": "128"})
+    assert params["eval_batch_size"] == 128
+    with pytest.raises(ConfigError, match="unknown parameter"):
+        get_adapter("self_mm").resolve_params("synth", {"eval_batch_sizes": 2})
+    adapter = mult(AdapterContext.create(SPEC, mult.resolve_params("synth")))
+    cfg = FitConfig.of(adapter, torch.device("cpu"))
+    assert (cfg.batch_size, cfg.eval_batch_size, adapter.eval_batch_size) == (64, 256, 256)
+    plain = mult(AdapterContext.create(SPEC, mult.resolve_params("default")))
+    assert plain.eval_batch_size == int(plain.ctx.params["batch_size"])
+
+
+def test_a_batch_coupled_adapter_refuses_another_eval_batch_size() -> None:
+    from mer_bench.adapters import get_adapter
+
+    cider = get_adapter("cider")
+    with pytest.raises(ConfigError, match="batch-coupled"):
+        cider(AdapterContext.create(SPEC, cider.resolve_params("synth", {"eval_batch_size": 64})))
+    same = cider.resolve_params("synth", {"eval_batch_size": 32})
+    assert cider(AdapterContext.create(SPEC, same)).eval_batch_size == 32
+    with pytest.raises(ConfigError, match=">= 1"):
+        get_adapter("mult")(
+            AdapterContext.create(
+                SPEC, get_adapter("mult").resolve_params("synth", {"eval_batch_size": -1})
+            )
+        )
