@@ -19,7 +19,7 @@ from mer_bench.errors import ConfigError
 TINY_BERT = {
     "vocab_size": 30522,
     "hidden_size": 32,
-    "num_hidden_layers": 2,
+    "num_hidden_layers": 1,
     "num_attention_heads": 2,
     "intermediate_size": 64,
     "max_position_embeddings": 128,

@@ -81,7 +81,7 @@ def test_data_synth_writes_loadable_files(tmp_path: Path, capsys) -> None:
 
     assert main(["data", "synth", "--out", str(tmp_path), "--seed", "3"]) == 0
     bundle = load_bundle(DataSetting.parse("synth/ood/unaligned/seven"), tmp_path)
-    assert bundle.spec.audio_len == 375 and bundle.spec.vision_len == 500
+    assert bundle.spec.audio_len == 80 and bundle.spec.vision_len == 100
     assert bundle.spec.audio_dim == 5 and bundle.spec.vision_dim == 20
 
 

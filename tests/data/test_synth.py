@@ -292,7 +292,7 @@ def test_config_validation_and_key() -> None:
     with pytest.raises(ConfigError, match="n_train"):
         SynthConfig(n_train=0)
     with pytest.raises(ConfigError, match="audio_len"):
-        SynthConfig(audio_len=60)
+        SynthConfig(audio_len=30)
     with pytest.raises(ConfigError, match="bias_presence"):
         SynthConfig(bias_presence=1.5)
     with pytest.raises(ConfigError, match="pool is too small"):
@@ -491,15 +491,18 @@ def test_default_config_dims_size_and_speed(tmp_path: Path) -> None:
     assert elapsed < 60
     c = SynthConfig()
     assert (c.text_len, c.audio_dim, c.vision_dim, c.audio_len, c.vision_len) == (
-        50,
+        16,
         5,
         20,
-        375,
-        500,
+        80,
+        100,
     )
+    # Evaluation splits big enough for paired tests (issue: at least 384 each, cross-dataset too).
+    assert min(c.n_valid, c.n_test, c.cross_n_valid, c.cross_n_test) >= 384
     iid = _load(tmp_path / IID[1])["train"]
-    assert iid["audio"].shape[1:] == (375, 5) and iid["vision"].shape[1:] == (500, 20)
-    assert iid["text_bert"].shape[1:] == (3, 50)
+    assert iid["audio"].shape[1:] == (80, 5) and iid["vision"].shape[1:] == (100, 20)
+    assert iid["text_bert"].shape[1:] == (3, 16)
+    assert len(_load(tmp_path / IID[1])["test"]["id"]) == c.n_test
     cross_a = _load(tmp_path / CROSS[0])["test"]
     cross_b = _load(tmp_path / CROSS[1])["test"]
     assert cross_a["audio"].shape[1:] == (c.cross_text_len, c.cross_audio_dim)
