@@ -18,6 +18,7 @@ from mer_bench.protocol import (
     TrainingSetting,
 )
 from mer_bench.store import CellRow, ResultsStore
+from tests.store_helpers import record
 
 DATA = DataSetting(Dataset.SYNTH, Distribution.IID, Alignment.ALIGNED, Task.BINARY)
 
@@ -43,16 +44,11 @@ def _write_cells(folder: str, model: str, modes: list[str]) -> None:
         for mode in modes:
             for rate in RATES:
                 cell = Cell(DATA, Mode(mode), rate)
-                store.record_cell(
+                record(
+                    store,
                     setting,
                     cell,
                     [_row(int(rate * 10))],
-                    mask_rng="per-sample",
-                    wall_seconds=0.0,
-                    device="cpu",
-                    versions={},
-                    git_hash="x",
-                    config_hash="h",
                 )
 
 
@@ -86,16 +82,11 @@ def test_failed_transaction_leaves_nothing(tmp_path: Path) -> None:
         bad = _row(0)
         object.__setattr__(bad, "sample_index", "x")  # fails while inserting predictions
         with pytest.raises(ValueError):
-            store.record_cell(
+            record(
+                store,
                 setting,
                 cell,
                 [_row(1, "valid"), bad],
-                mask_rng="per-sample",
-                wall_seconds=0.0,
-                device="cpu",
-                versions={},
-                git_hash="x",
-                config_hash="h",
             )
         assert store.done_cells(setting) == set()
 
@@ -181,15 +172,11 @@ def test_a_store_written_before_data_fingerprints_opens_with_unknown_data(tmp_pa
         frame = store.results_frame()
         assert frame["data_fingerprint"].isna().all() and frame["data_files"].isna().all()
         assert metrics_frame(store)["acc3"].tolist() == [0.5]
-        store.record_cell(
+        record(
+            store,
             setting,
             Cell(DATA, Mode.RMM, 0.0),
             [_row(0)],
-            mask_rng="per-sample",
-            wall_seconds=0.0,
-            device="cpu",
-            versions={},
-            git_hash="x",
             config_hash="new",
             data_fingerprint="f" * 16,
         )

@@ -20,6 +20,7 @@ from mer_bench.protocol import (
     TrainingSetting,
 )
 from mer_bench.store import CellRow, ResultsStore
+from tests.store_helpers import record
 
 DATA = DataSetting(Dataset.SYNTH, Distribution.IID, Alignment.ALIGNED, Task.BINARY)
 SEEDS = (1111, 1112, 1113)
@@ -113,16 +114,13 @@ def write_store(
                     else:
                         kind = "base" if model == "same" else model
                         rows = [_row("none", True, predictions(kind, seed, level))]
-                    store.record_cell(
+                    record(
+                        store,
                         setting,
                         cell,
                         _reverse_rows(rows),
-                        mask_rng="per-sample",
-                        wall_seconds=0.0,
-                        device="cpu",
                         versions={"mer_bench": "0.1.0", "protocol": "1.0"},
                         git_hash="abc123",
-                        config_hash="h",
                         data_fingerprint=data_fingerprint,
                     )
     return folder

@@ -13,6 +13,7 @@ from mer_bench.report.data import Predictions, load_frame
 from mer_bench.report.tables import ER, RR, TableOptions, build_tables, render_markdown
 from mer_bench.store import ResultsStore
 from tests.report.helpers import DATA, SEEDS, _reverse_rows, _row, labels, predictions
+from tests.store_helpers import record
 
 MIXTURE = TrainingRegime(Regime.MIXTURE)
 CLEAN = TrainingRegime(Regime.CLEAN)
@@ -32,16 +33,11 @@ def store_dir(tmp_path_factory) -> Path:
                 setting = TrainingSetting(model, DATA, seed, regime)
                 for rate in RATES:
                     pred = predictions(kind, seed, _level(rate))
-                    store.record_cell(
+                    record(
+                        store,
                         setting,
                         Cell(DATA, Mode.RMFM, rate),
                         _reverse_rows([_row("none", True, pred)]),
-                        mask_rng="per-sample",
-                        wall_seconds=0.0,
-                        device="cpu",
-                        versions={},
-                        git_hash="x",
-                        config_hash="h",
                     )
     return folder
 

@@ -23,6 +23,7 @@ from mer_bench.report.data import Predictions, load_frame
 from mer_bench.report.tables import TableOptions, build_tables, render_latex, render_markdown
 from mer_bench.store import CellRow, ResultsStore
 from tests.report.helpers import write_store
+from tests.store_helpers import record
 
 SEVEN = DataSetting.parse("synth/iid/aligned/seven")
 FAST = dict(n_resamples=199, n_boot=50)
@@ -52,16 +53,12 @@ def _add_seven(folder: Path, models: tuple[str, ...]) -> None:
                         scores,
                         np.arange(n),
                     )
-                    store.record_cell(
+                    record(
+                        store,
                         setting,
                         cell,
                         [row],
-                        mask_rng="per-sample",
-                        wall_seconds=0.0,
-                        device="cpu",
-                        versions={},
                         git_hash="abc",
-                        config_hash="h",
                     )
 
 
