@@ -25,6 +25,7 @@ from mer_bench.report.tables import (
 )
 from mer_bench.store import ResultsStore
 from tests.report.helpers import labels, predictions, write_store
+from tests.store_helpers import record
 
 FAST = TableOptions(n_resamples=1999, n_boot=200)
 
@@ -331,16 +332,11 @@ def test_leaderboard_entry_records_data_files_by_base_name(tmp_path) -> None:
             data_fingerprint="d" * 16,
             data_files=[{**files[0], "file": "/home/someone/data/aligned_50.pkl"}],
         )
-        store.record_cell(
+        record(
+            store,
             setting,
             Cell(DATA, Mode.RMM, 0.0),
             [_row("none", True, predictions("base", 1111, 0.0))],
-            mask_rng="per-sample",
-            wall_seconds=0.0,
-            device="cpu",
-            versions={},
-            git_hash="x",
-            config_hash="h",
             data_fingerprint="d" * 16,
         )
         (entry,) = entries_from_frame(load_frame(store))
@@ -355,11 +351,26 @@ def test_leaderboard_entry_records_data_files_by_base_name(tmp_path) -> None:
         read_entry(path)
 
 
-def test_committed_leaderboard_entries_without_fingerprints_still_load() -> None:
+def test_entries_written_before_data_fingerprints_still_load(tmp_path: Path) -> None:
+    """An entry file from before the data fingerprint (no data fields in its provenance) loads
+    and reads as unknown data; the committed entries all name their data."""
+    import shutil
+
     from mer_bench.report.leaderboard import data_fingerprint_of, load_entries
 
-    entries = load_entries(Path(__file__).parents[2] / "leaderboards")
-    assert entries and all(data_fingerprint_of(e) is None for e in entries if e.get("modes"))
+    committed = Path(__file__).parents[2] / "leaderboards"
+    entries = [e for e in load_entries(committed) if e.get("modes")]
+    assert entries and all(data_fingerprint_of(e) for e in entries)
+    source = committed / "synth" / "iid-aligned-binary" / "mult.json"
+    old = json.loads(source.read_text())
+    for key in ("data_fingerprint", "data_files"):
+        old["provenance"].pop(key)
+    folder = tmp_path / "synth" / "iid-aligned-binary"
+    folder.mkdir(parents=True)
+    (folder / "mult.json").write_text(json.dumps(old))
+    shutil.copy(committed / "reported.json", tmp_path / "reported.json")
+    (entry,) = [e for e in load_entries(tmp_path) if e.get("modes")]
+    assert data_fingerprint_of(entry) is None
 
 
 def test_committed_reported_figures_parse() -> None:
