@@ -166,9 +166,9 @@ def test_a_store_written_before_data_fingerprints_opens_with_unknown_data(tmp_pa
             (setting.id,),
         )
     with ResultsStore(tmp_path) as store:
-        record = store.setting_record(setting)
-        assert record is not None and record["config_hash"] == "old"
-        assert record["data_fingerprint"] is None and record["data_files"] is None
+        stored = store.setting_record(setting)
+        assert stored is not None and stored["config_hash"] == "old"
+        assert stored["data_fingerprint"] is None and stored["data_files"] is None
         frame = store.results_frame()
         assert frame["data_fingerprint"].isna().all() and frame["data_files"].isna().all()
         assert metrics_frame(store)["acc3"].tolist() == [0.5]
