@@ -331,7 +331,7 @@ class CIDerAdapter(Adapter):
         assert self._eval_protos is not None and self._cf_table is not None
         size = batch.size
         cf = counterfactual_ids(batch.text_ids, self._cf_table)
-        # Audio and vision are the same in both views: the model runs their paths once.
+        # Audio and vision are the same in both views: they are passed once (text_views=2).
         pe_index = torch.arange(size, device=batch.text_ids.device).repeat(2)
         p_protos, p_prior = self._eval_protos
         out = self.model(

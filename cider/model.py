@@ -336,9 +336,11 @@ class CIDerModel(nn.Module):
         ``need_attention=False`` skips forming the last layer's raw scores (``attn`` is then
         empty): evaluation never reads them, and they are the largest tensor of the pass.
         ``text_views`` = k means the text inputs hold k views of the same B samples stacked
-        along the batch (k·B rows) while audio/vision hold the B samples once: their paths,
-        which do not read the text, run once and are shared by every text view (the same
-        numbers as repeating the audio/vision rows k times, at 1/k of their cost).
+        along the batch (k·B rows) while audio/vision hold the B samples once: what of their
+        paths does not read the text (the projections; aligned and with a graph, the GRUs too)
+        runs once and is shared by every text view; the numbers are those of repeating the
+        audio/vision rows k times. Without a graph the three GRUs run as one grouped recurrence
+        (``gru_group``) over k·B rows each.
         """
         cfg = self.cfg
         n = cfg.text_len
