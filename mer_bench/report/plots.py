@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from mer_bench.errors import ConfigError, DataError
-from mer_bench.metrics import auilc, higher_is_better, mean_sd
+from mer_bench.metrics import Aggregate, auilc, higher_is_better, mean_sd
 from mer_bench.params import shorten
 from mer_bench.protocol import CONDITIONS, RATES, Mode, Task
 from mer_bench.report.data import (
@@ -28,6 +28,7 @@ from mer_bench.report.data import (
     Predictions,
     model_order,
     seed_auilc,
+    seed_relative_robustness,
     select,
 )
 from mer_bench.report.leaderboard import read_reported
@@ -227,6 +228,31 @@ def curve_band(
     return points
 
 
+def curve_label(
+    model: str,
+    rows: pd.DataFrame,
+    metric: str,
+    rates: Sequence[float],
+    means: Sequence[float],
+) -> str:
+    """A curve's legend entry: the model, its AUILC and its relative robustness RR (AUILC over
+    the clean score), both means over seeds as in the leaderboards; the AUILC of the mean curve
+    when no seed has every rate, and only the name when the curve is incomplete."""
+    scale = _scale(metric)
+    area = seed_auilc(rows, metric)
+    if not area.empty:
+        text = f"AUILC {area.mean() * scale:.1f}"
+        relative = seed_relative_robustness(rows, metric, Aggregate.AUILC)
+        relative = relative[np.isfinite(relative)]
+        if not relative.empty:
+            text += f", RR {relative.mean():.2f}"
+    elif len(rates) == len(RATES):
+        text = f"AUILC {auilc(means) * scale:.1f}"
+    else:
+        return display_name(model)
+    return f"{display_name(model)} ({text})"
+
+
 def degradation_curves(
     rows_d: pd.DataFrame, preds: Predictions, data_id: str, opts: PlotOptions, out: Path
 ) -> list[Path]:
@@ -262,12 +288,7 @@ def degradation_curves(
                 lows = [p.ci_low for p in band]
                 highs = [p.ci_high for p in band]
                 colour, marker = style[model]
-                area = seed_auilc(rows, metric)
-                label = display_name(model)
-                if not area.empty:
-                    label += f" (AUILC {area.mean() * scale:.1f})"
-                elif len(rates) == len(RATES):
-                    label += f" (AUILC {auilc(means) * scale:.1f})"
+                label = curve_label(model, rows, metric, rates, means)
                 x = np.asarray(rates)
                 ax.plot(x, np.asarray(means) * scale, color=colour, marker=marker, label=label)
                 ax.fill_between(

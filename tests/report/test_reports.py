@@ -468,3 +468,26 @@ def test_reported_figures_render_with_their_protocol_and_per_rate_rows(tmp_path)
     assert "new (test-selected), mode RMFM (Paper B)" in text and "| 0.0 | 0.750 |" in text
     with pytest.raises(ConfigError, match="does not exist"):
         _cli(["plot", "--results", str(tmp_path), "--reported", str(tmp_path / "nope.json")])
+
+
+def test_curve_legend_shows_auilc_and_relative_robustness() -> None:
+    import pandas as pd
+
+    from mer_bench.protocol import RATES
+    from mer_bench.report.plots import curve_label
+
+    rows = pd.DataFrame(
+        [
+            {"seed": seed, "rate": r, "non0_acc2": start - 0.3 * r}
+            for seed, start in ((1, 0.8), (2, 0.9))
+            for r in RATES
+        ]
+    )
+    # per seed: AUILC 0.65 and 0.75 (mean 70.0 %), RR 0.65/0.8 and 0.75/0.9 (mean 0.82)
+    assert curve_label("mult", rows, "non0_acc2", RATES, []) == "mult (AUILC 70.0, RR 0.82)"
+    partial = rows[~((rows["seed"] == 2) & (rows["rate"] == 0.5))]
+    only_one = curve_label("mult", partial[partial["seed"] == 2], "non0_acc2", RATES, [0.5] * 11)
+    assert only_one == "mult (AUILC 50.0)"  # no seed complete: the mean curve's area, no RR
+    assert curve_label("mult", rows[rows["rate"] < 0.5], "non0_acc2", RATES[:5], [0.5] * 5) == (
+        "mult"
+    )
