@@ -28,7 +28,7 @@ that only one copy of each array stays alive.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -190,9 +190,28 @@ def _scan_nonfinite(a: np.ndarray, *, zero_neg_inf: bool) -> tuple[np.ndarray, i
     return a, neg, pos, nan
 
 
-def _validate_split(
-    ctx: _Ctx, d: Any, kind: Distribution, allow_nonfinite: bool
-) -> tuple[Split, SplitStats]:
+@dataclass
+class _Seen:
+    """What the per-key checks of one split have gathered: each key's stats (in file order of
+    the checks) and its (-inf, +inf, NaN) counts."""
+
+    stats: list[KeyStats] = field(default_factory=list)
+    counts: dict[str, tuple[int, int, int]] = field(default_factory=dict)
+
+    def record(self, key: str, a: np.ndarray) -> None:
+        self.stats.append(KeyStats(key, tuple(a.shape), str(a.dtype)))
+
+    def record_float(self, key: str, a: np.ndarray, zero_neg_inf: bool) -> np.ndarray:
+        """Stats of the stored array, then the float32 copy with its non-finite values counted
+        (audio's -inf zeroed)."""
+        shape, dtype = tuple(a.shape), str(a.dtype)
+        a, neg, pos, nan = _scan_nonfinite(_float32(a), zero_neg_inf=zero_neg_inf)
+        self.counts[key] = (neg, pos, nan)
+        self.stats.append(KeyStats(key, shape, dtype, neg, pos, nan))
+        return a
+
+
+def _check_keys(ctx: _Ctx, d: Any, kind: Distribution) -> None:
     if not isinstance(d, dict):
         raise DataError(
             f"{ctx.path}: split {ctx.split!r}: expected a dict of arrays, found {_describe(d)}"
@@ -207,15 +226,14 @@ def _validate_split(
             f"(a {kind.value} file needs {', '.join(required)}); found keys "
             f"{', '.join(sorted(map(str, d)))}"
         )
-    stats: list[KeyStats] = []
 
-    def record(key: str, a: np.ndarray, counts: tuple[int, int, int] = (0, 0, 0)) -> None:
-        stats.append(KeyStats(key, tuple(a.shape), str(a.dtype), *counts))
 
-    # --- text_bert: (N, 3, n) ids / mask / segments
+def _text_bert(ctx: _Ctx, d: dict, seen: _Seen) -> np.ndarray:
+    """text_bert (N, 3, n): integral ids / 0-1 mask of contiguous ones / segments, N, n >= 1 and
+    at least one valid token per sample."""
     tb = _array(ctx, d, "text_bert", 3)
     _numeric(ctx, "text_bert", tb)
-    record("text_bert", tb)
+    seen.record("text_bert", tb)
     if tb.shape[1] != 3 or tb.shape[0] == 0 or tb.shape[2] == 0:
         found = f"shape {list(tb.shape)}"
         if tb.shape[0] == 0:
@@ -223,7 +241,6 @@ def _validate_split(
         raise ctx.fail("text_bert", "shape (N, 3, n) with n >= 1", found)
     tb = _integral(ctx, "text_bert", tb, "token ids / mask / segment ids")
     d["text_bert"] = tb
-    n_samples, n = tb.shape[0], tb.shape[2]
     if tb[:, 0].min() < 0 or tb[:, 2].min() < 0:
         raise ctx.fail("text_bert", "non-negative token and segment ids", "negative values")
     mask = tb[:, 1]
@@ -243,38 +260,35 @@ def _validate_split(
     if (text_lengths == 0).any():
         row = int(np.flatnonzero(text_lengths == 0)[0])
         raise ctx.fail("text_bert", "at least one valid token per sample", f"sample {row} empty")
+    return tb
 
-    # --- audio / vision: (N, L, D) float32
-    features: dict[str, np.ndarray] = {}
-    counts: dict[str, tuple[int, int, int]] = {}
+
+def _series(ctx: _Ctx, d: dict, seen: _Seen, n_samples: int, n: int) -> dict[str, np.ndarray]:
+    """audio / vision (N, L, D) and the optional precomputed text features (N, n, D_t), as
+    float32 with their non-finite values counted."""
+    out: dict[str, np.ndarray] = {}
     for key in ("audio", "vision"):
         a = _array(ctx, d, key, 3)
         _numeric(ctx, key, a)
         _check_n(ctx, key, a, n_samples)
-        record_shape, record_dtype = tuple(a.shape), str(a.dtype)
-        a = _float32(a)
-        a, *c = _scan_nonfinite(a, zero_neg_inf=key == "audio")
-        d[key] = features[key] = a
-        counts[key] = (c[0], c[1], c[2])
-        stats.append(KeyStats(key, record_shape, record_dtype, *counts[key]))
-
-    # --- optional precomputed text features: (N, n, D_t) float32
-    text_feats = None
+        d[key] = out[key] = seen.record_float(key, a, zero_neg_inf=key == "audio")
     if "text" in d:
         t = _array(ctx, d, "text", 3)
         _numeric(ctx, "text", t)
         if t.shape[:2] != (n_samples, n):
             raise ctx.fail("text", f"shape ({n_samples}, {n}, D_t)", f"shape {list(t.shape)}")
-        shape, dtype = tuple(t.shape), str(t.dtype)
-        t, *c = _scan_nonfinite(_float32(t), zero_neg_inf=False)
-        d["text"] = text_feats = t
-        counts["text"] = (c[0], c[1], c[2])
-        stats.append(KeyStats("text", shape, dtype, *counts["text"]))
+        d["text"] = out["text"] = seen.record_float("text", t, zero_neg_inf=False)
+    return out
 
-    # --- lengths: optional; absent → the text lengths (aligned files)
+
+def _lengths(
+    ctx: _Ctx, d: dict, seen: _Seen, series: Mapping[str, np.ndarray], text_lengths: np.ndarray
+) -> dict[str, np.ndarray]:
+    """audio_lengths / vision_lengths in [0, L]; absent only in aligned files (→ text lengths)."""
+    n_samples, n = text_lengths.shape[0], d["text_bert"].shape[2]
     lengths: dict[str, np.ndarray] = {}
     for key, feat in (("audio_lengths", "audio"), ("vision_lengths", "vision")):
-        steps = features[feat].shape[1]
+        steps = series[feat].shape[1]
         if key not in d:
             if steps != n:
                 raise DataError(
@@ -285,13 +299,19 @@ def _validate_split(
             continue
         raw_len = _array(ctx, d, key, 1)
         _check_n(ctx, key, raw_len, n_samples)
-        record(key, raw_len)
+        seen.record(key, raw_len)
         ln = _integral(ctx, key, raw_len, "frame counts")
         if ln.min() < 0 or ln.max() > steps:
             raise ctx.fail(key, f"lengths in [0, {steps}]", f"[{ln.min()}, {ln.max()}]")
         d[key] = lengths[key] = ln
+    return lengths
 
-    # --- labels
+
+def _labels(
+    ctx: _Ctx, d: dict, seen: _Seen, kind: Distribution, n_samples: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Regression scores in [-3, 3] (NaN counted) and the 3-class labels: the file's ids in
+    {0, 1, 2}, or for cross-dataset files the sign of the score."""
     reg = _array(ctx, d, "regression_labels", 1)
     _numeric(ctx, "regression_labels", reg)
     _check_n(ctx, "regression_labels", reg, n_samples)
@@ -306,14 +326,14 @@ def _validate_split(
             "scores in [-3, 3]",
             f"{bad.size} outside, e.g. {float(bad[0])!r}",
         )
-    stats.append(KeyStats("regression_labels", reg_shape, reg_dtype, nan=reg_nan))
-    counts["regression_labels"] = (0, 0, reg_nan)
+    seen.stats.append(KeyStats("regression_labels", reg_shape, reg_dtype, nan=reg_nan))
+    seen.counts["regression_labels"] = (0, 0, reg_nan)
     d["regression_labels"] = reg
 
     if "classification_labels" in d and kind is not Distribution.CROSS:
         cl = _array(ctx, d, "classification_labels", 1)
         _check_n(ctx, "classification_labels", cl, n_samples)
-        record("classification_labels", cl)
+        seen.record("classification_labels", cl)
         cl = _integral(ctx, "classification_labels", cl, "class ids")
         if cl.min() < 0 or cl.max() > 2:
             bad = cl[(cl < 0) | (cl > 2)]
@@ -324,31 +344,46 @@ def _validate_split(
             )
         d["classification_labels"] = cl
     elif "classification_labels" in d:
-        record("classification_labels", np.asarray(d["classification_labels"]))
+        seen.record("classification_labels", np.asarray(d["classification_labels"]))
     if kind is Distribution.CROSS:
         # NaN scores only get this far under allow_nonfinite (data check); label them neutral.
-        class_labels = sign_class_labels(np.where(np.isnan(reg), 0.0, reg) if reg_nan else reg)
-    else:
-        class_labels = d["classification_labels"]
+        return reg, sign_class_labels(np.where(np.isnan(reg), 0.0, reg) if reg_nan else reg)
+    return reg, d["classification_labels"]
 
-    # --- ids / raw text: object arrays of str
+
+def _texts(ctx: _Ctx, d: dict, seen: _Seen, n_samples: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """Sample ids (named by split and position when the file has none) and raw text, both
+    object arrays of str."""
     strings: dict[str, np.ndarray | None] = {"id": None, "raw_text": None}
     for key in strings:
         if key in d:
             s = _array(ctx, d, key, 1)
             _check_n(ctx, key, s, n_samples)
-            record(key, s)
+            seen.record(key, s)
             strings[key] = _strings(ctx, key, s)
     sample_ids = strings["id"]
     if sample_ids is None:
-        # No ids in the file: name samples by split and position (stable, unique).
         sample_ids = np.array([f"{ctx.split}${i}" for i in range(n_samples)], dtype=object)
+    return sample_ids, strings["raw_text"]
 
+
+def _validate_split(
+    ctx: _Ctx, d: Any, kind: Distribution, allow_nonfinite: bool
+) -> tuple[Split, SplitStats]:
+    _check_keys(ctx, d, kind)
+    seen = _Seen()
+    tb = _text_bert(ctx, d, seen)
+    n_samples, n = tb.shape[0], tb.shape[2]
+    text_lengths = tb[:, 1].sum(axis=1)
+    series = _series(ctx, d, seen, n_samples, n)
+    lengths = _lengths(ctx, d, seen, series, text_lengths)
+    reg, class_labels = _labels(ctx, d, seen, kind, n_samples)
+    sample_ids, raw_text = _texts(ctx, d, seen, n_samples)
     if "annotations" in d:
-        record("annotations", np.asarray(d["annotations"]))
+        seen.record("annotations", np.asarray(d["annotations"]))
     extra = tuple(sorted(str(k) for k in d if k not in REQUIRED_KEYS + OPTIONAL_KEYS))
 
-    refused = {key: _refused_counts(key, c) for key, c in counts.items()}
+    refused = {key: _refused_counts(key, c) for key, c in seen.counts.items()}
     remaining = sum(sum(c) for c in refused.values())
     if remaining and not allow_nonfinite:
         found = "; ".join(
@@ -364,22 +399,22 @@ def _validate_split(
         name=ctx.split,
         sample_ids=sample_ids,
         text_bert=tb,
-        audio=features["audio"],
-        vision=features["vision"],
+        audio=series["audio"],
+        vision=series["vision"],
         audio_lengths=lengths["audio_lengths"],
         vision_lengths=lengths["vision_lengths"],
         class_labels=class_labels,
         regression_labels=reg,
-        text_feats=text_feats,
-        raw_text=strings["raw_text"],
+        text_feats=series.get("text"),
+        raw_text=raw_text,
     )
     split_stats = SplitStats(
         name=ctx.split,
         size=n_samples,
-        keys=tuple(stats),
+        keys=tuple(seen.stats),
         has_lengths="audio_lengths" in d or "vision_lengths" in d,
         extra_keys=extra,
-        audio_neg_inf_zeroed=counts["audio"][0],
+        audio_neg_inf_zeroed=seen.counts["audio"][0],
         remaining_nonfinite=remaining,
     )
     return split, split_stats
