@@ -33,8 +33,8 @@ from mer_bench import __version__
 from mer_bench.adapters import Adapter, AdapterContext, get_adapter
 from mer_bench.batch import SplitTensors
 from mer_bench.corruption import for_regime
-from mer_bench.data.loaders import check_plan_data, data_files
-from mer_bench.data.types import data_fingerprint
+from mer_bench.data.loaders import check_plan_data, data_files, load_bundle
+from mer_bench.data.types import DatasetBundle, data_fingerprint
 from mer_bench.errors import ConfigError, DataError, MerBenchError
 from mer_bench.evaluate import PredictionCache, evaluate_cell
 from mer_bench.protocol import (
@@ -316,9 +316,20 @@ def setting_events(
     data fingerprint the caller planned with: data that changed since is an error, not a
     silent mix.
     """
-    from mer_bench.data.loaders import load_bundle
-
     hooks = hooks or Hooks()
+    bundle, r, adapter = _set_up(setting, opts, expected_fingerprint)
+    if resume_state is not None:
+        adapter.load_checkpoint_state(resume_state)
+    else:
+        yield _train(setting, bundle, r, adapter, opts, hooks)
+    yield from _evaluate(setting, bundle, adapter, todo, opts, hooks)
+
+
+def _set_up(
+    setting: TrainingSetting, opts: RunOptions, expected_fingerprint: str | None
+) -> tuple[DatasetBundle, Resolved, Adapter]:
+    """The setting's data (checked against the planned fingerprint) and its adapter, seeded and
+    set up on the training split."""
     bundle = load_bundle(setting.data, opts.data_root)
     if expected_fingerprint is not None and bundle.fingerprint != expected_fingerprint:
         raise DataError(
@@ -326,13 +337,12 @@ def setting_events(
             f"{expected_fingerprint} -> {bundle.fingerprint}); run again to retrain on them"
         )
     r = resolve(setting, opts, bundle.fingerprint)
-    device = resolve_device(opts.device)
     seed_everything(setting.seed)
     ctx = AdapterContext.create(
         bundle.spec,
         r.params,
         data=setting.data,
-        device=device,
+        device=resolve_device(opts.device),
         seed=setting.seed,
         text_encoder=opts.text_encoder,
         out=opts.out,
@@ -340,36 +350,59 @@ def setting_events(
     )
     adapter = r.cls(ctx)
     adapter.setup(bundle.train)
-    if resume_state is not None:
-        adapter.load_checkpoint_state(resume_state)
-    else:
-        cfg = FitConfig.of(adapter, device, opts.precision)
-        corruption = for_regime(setting.regime, adapter.training_corruption())
-        result = fit(
-            adapter,
-            bundle,
-            setting.seed,
-            cfg,
-            on_epoch=lambda rec: hooks.on_epoch(setting.id, rec.epoch, cfg.max_epochs),
-            corruption=corruption,
-        )
-        yield Trained(
-            result.state,
-            dict(
-                best_epoch=result.best_epoch,
-                best_valid=result.best_valid,
-                epochs=len(result.history),
-                train_seconds=result.seconds,
-                params=r.params,
-                history=[asdict(h) for h in result.history],
-                config_hash=r.config_hash,
-                device=str(device),
-                params_source=opts.params_source,
-                data_fingerprint=bundle.fingerprint,
-                data_files=[f.as_dict() for f in bundle.files],
-                sample_ids=bundle.test.sample_ids.tolist(),
-            ),
-        )
+    return bundle, r, adapter
+
+
+def _train(
+    setting: TrainingSetting,
+    bundle: DatasetBundle,
+    r: Resolved,
+    adapter: Adapter,
+    opts: RunOptions,
+    hooks: Hooks,
+) -> Trained:
+    """Fit under the setting's training regime; the event carries the best state and the record."""
+    device = adapter.ctx.device
+    cfg = FitConfig.of(adapter, device, opts.precision)
+    corruption = for_regime(setting.regime, adapter.training_corruption())
+    result = fit(
+        adapter,
+        bundle,
+        setting.seed,
+        cfg,
+        on_epoch=lambda rec: hooks.on_epoch(setting.id, rec.epoch, cfg.max_epochs),
+        corruption=corruption,
+    )
+    return Trained(
+        result.state,
+        dict(
+            best_epoch=result.best_epoch,
+            best_valid=result.best_valid,
+            epochs=len(result.history),
+            train_seconds=result.seconds,
+            params=r.params,
+            history=[asdict(h) for h in result.history],
+            config_hash=r.config_hash,
+            device=str(device),
+            params_source=opts.params_source,
+            data_fingerprint=bundle.fingerprint,
+            data_files=[f.as_dict() for f in bundle.files],
+            sample_ids=bundle.test.sample_ids.tolist(),
+        ),
+    )
+
+
+def _evaluate(
+    setting: TrainingSetting,
+    bundle: DatasetBundle,
+    adapter: Adapter,
+    todo: Sequence[Cell],
+    opts: RunOptions,
+    hooks: Hooks,
+) -> Iterator[CellDone]:
+    """One event per cell, every knob selection of it as a row (masks shared through the
+    prediction cache where cells coincide)."""
+    device = adapter.ctx.device
     valid = SplitTensors(bundle.valid, setting.data.task)
     test = SplitTensors(bundle.test, setting.data.task)
     sample_index = np.arange(test.size, dtype=np.int64)
