@@ -19,6 +19,7 @@ import os
 import platform
 import random
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -574,6 +575,22 @@ def run_setting(
     return outcome
 
 
+PARENT_POLL_SECONDS = 0.5
+
+
+def _exit_with_parent(parent: int) -> None:
+    """Initializer of ``--jobs`` workers: a worker whose run is gone (its driver killed with
+    SIGKILL, say) exits within ``PARENT_POLL_SECONDS`` instead of waiting for work forever; the
+    pool's queues stay open in its siblings, so it would never see end-of-file."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(PARENT_POLL_SECONDS)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="mer_bench-parent-watch", daemon=True).start()
+
+
 def _worker(sp: SettingPlan, opts: RunOptions, parent: int) -> SettingOutcome:
     """Entry point of a ``--jobs`` worker process: its own store connection, no progress bars;
     it stops writing once the run that started it (``parent``) is gone."""
@@ -621,7 +638,12 @@ def _execute_local(
 
     outcomes = []
     ctx = mp.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=opts.jobs, mp_context=ctx) as pool:
+    with ProcessPoolExecutor(
+        max_workers=opts.jobs,
+        mp_context=ctx,
+        initializer=_exit_with_parent,
+        initargs=(os.getpid(),),
+    ) as pool:
         futures = {pool.submit(_worker, sp, opts, os.getpid()): sp for sp in plans}
         for fut in as_completed(futures):
             outcome = fut.result()

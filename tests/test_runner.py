@@ -267,6 +267,27 @@ def _settings_in(out: Path) -> int:
 
 
 @pytest.mark.slow
+def _children(pid: int) -> list[int]:
+    """Processes whose parent is ``pid`` (Linux /proc; empty where there is none)."""
+    found = []
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(entry.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
 def test_sigkill_and_resume_ends_identical(tiny_synth_root: Path, tmp_path: Path) -> None:
     """Kill the run with SIGKILL mid-training and mid-evaluation; the resumed run's results equal
     an uninterrupted run's (no cell lost, none duplicated)."""
@@ -290,6 +311,7 @@ def test_sigkill_and_resume_ends_identical(tiny_synth_root: Path, tmp_path: Path
         lambda: _settings_in(killed) >= 3 and _cells_in(killed) < 4 * 18,  # later setting
     ]
     kills = 0
+    orphans: set[int] = set()
     for point in kill_points:
         proc = subprocess.Popen(
             _cli(killed, tiny_synth_root, selector),
@@ -301,12 +323,19 @@ def test_sigkill_and_resume_ends_identical(tiny_synth_root: Path, tmp_path: Path
         deadline = time.time() + 300
         while proc.poll() is None and time.time() < deadline:
             if point():
+                workers = _children(proc.pid)
                 proc.send_signal(signal.SIGKILL)
                 kills += 1
+                orphans.update(workers)
                 break
             time.sleep(0.02)
         proc.wait(60)
     assert kills >= 2, "the run finished before it could be killed; make it longer"
+    # The killed runs' worker processes do not outlive them (they watch their parent).
+    deadline = time.time() + 20
+    while any(_alive(pid) for pid in orphans) and time.time() < deadline:
+        time.sleep(0.2)
+    assert not [pid for pid in orphans if _alive(pid)]
     subprocess.run(
         _cli(killed, tiny_synth_root, selector),
         check=True,
