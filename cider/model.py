@@ -336,11 +336,10 @@ class CIDerModel(nn.Module):
         ``need_attention=False`` skips forming the last layer's raw scores (``attn`` is then
         empty): evaluation never reads them, and they are the largest tensor of the pass.
         ``text_views`` = k means the text inputs hold k views of the same B samples stacked
-        along the batch (k·B rows) while audio/vision hold the B samples once: what of their
-        paths does not read the text (the projections; aligned and with a graph, the GRUs too)
-        runs once and is shared by every text view; the numbers are those of repeating the
-        audio/vision rows k times. Without a graph the three GRUs run as one grouped recurrence
-        (``gru_group``) over k·B rows each.
+        along the batch (k·B rows) while audio/vision hold the B samples once: their
+        projections, which do not read the text, run once and are shared by every text view; the
+        numbers are those of repeating the audio/vision rows k times. Without a graph the three
+        GRUs run as one grouped recurrence (``gru_group``).
         """
         cfg = self.cfg
         n = cfg.text_len
@@ -363,15 +362,13 @@ class CIDerModel(nn.Module):
             p_v, _ = self.v_compress(
                 p_l, p_v.repeat(1, text_views, 1), query_mask, vision_mask.repeat(text_views, 1)
             )
+        if cfg.aligned and text_views > 1:
+            p_a, p_v = p_a.repeat(1, text_views, 1), p_v.repeat(1, text_views, 1)
         if torch.is_grad_enabled():
             h_l, _ = self.t(p_l)
             h_a, _ = self.a(p_a)
             h_v, _ = self.v(p_v)
-            if cfg.aligned and text_views > 1:
-                h_a, h_v = h_a.repeat(1, text_views, 1), h_v.repeat(1, text_views, 1)
         else:
-            if cfg.aligned and text_views > 1:
-                p_a, p_v = p_a.repeat(1, text_views, 1), p_v.repeat(1, text_views, 1)
             h_l, h_a, h_v = gru_group((self.t, self.a, self.v), (p_l, p_a, p_v))
         z, scores = self.multimodal_transformer(
             torch.cat((h_l, h_a, h_v), dim=0), pe_index, need_scores=need_attention

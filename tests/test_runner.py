@@ -267,25 +267,24 @@ def _settings_in(out: Path) -> int:
 
 
 @pytest.mark.slow
+def _stat(pid: int | str) -> list[str]:
+    """The fields of /proc/PID/stat after the command name (state, ppid, ...); [] when the
+    process is gone (or there is no /proc)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return []
+
+
 def _children(pid: int) -> list[int]:
-    """Processes whose parent is ``pid`` (Linux /proc; empty where there is none)."""
-    found = []
-    for entry in Path("/proc").glob("[0-9]*"):
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if int(fields[1]) == pid:
-            found.append(int(entry.name))
-    return found
+    """Processes whose parent is ``pid``."""
+    procs = (entry.name for entry in Path("/proc").glob("[0-9]*"))
+    return [int(p) for p in procs if (fields := _stat(p)) and int(fields[1]) == pid]
 
 
 def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state != "Z"
+    fields = _stat(pid)
+    return bool(fields) and fields[0] != "Z"
 
 
 def test_sigkill_and_resume_ends_identical(tiny_synth_root: Path, tmp_path: Path) -> None:
