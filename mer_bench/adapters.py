@@ -164,19 +164,24 @@ class Adapter(ABC):
 
     @property
     def eval_batch_size(self) -> int:
-        """Batch size of prediction passes: the parameter ``eval_batch_size`` when set (presets
-        may set it; ``--set MODEL.eval_batch_size=N`` works for every adapter), else the training
-        ``batch_size``. An adapter that is not ``batch_coupled`` scores each sample the same in
-        any batch (the conformance suite checks it), so a larger evaluation batch only saves time;
-        a batch-coupled one must predict at its training batch size."""
-        params = self.ctx.params
+        """Batch size of prediction passes (see :meth:`eval_batch_size_of`)."""
+        return self.eval_batch_size_of(self.ctx.params)
+
+    @classmethod
+    def eval_batch_size_of(cls, params: Mapping[str, Any]) -> int:
+        """The parameter ``eval_batch_size`` when set (presets may set it; ``--set
+        MODEL.eval_batch_size=N`` works for every adapter), else the training ``batch_size``.
+        An adapter that is not ``batch_coupled`` scores each sample the same in any batch (the
+        conformance suite checks it), so a larger evaluation batch only saves time; a
+        batch-coupled one must predict at its training batch size. ``resolve_params`` checks
+        it, so a bad value stops a run before anything trains."""
         train = int(params["batch_size"])
         size = int(params.get(EVAL_BATCH_SIZE) or train)
         if size < 1:
             raise ConfigError(f"{EVAL_BATCH_SIZE} must be >= 1; got {size}")
-        if self.batch_coupled and size != train:
+        if cls.batch_coupled and size != train:
             raise ConfigError(
-                f"adapter {self.name!r} is batch-coupled: it predicts at its training batch size "
+                f"adapter {cls.name!r} is batch-coupled: it predicts at its training batch size "
                 f"({train}), not at {EVAL_BATCH_SIZE}={size}"
             )
         return size
@@ -267,6 +272,7 @@ class Adapter(ABC):
                     + f" known: {', '.join(sorted(params))}"
                 )
             params[key] = _coerce(key, value, params[key])
+        cls.eval_batch_size_of(params)
         return params
 
     def train_mode(self) -> None:

@@ -198,6 +198,12 @@ def test_a_batch_coupled_adapter_refuses_another_eval_batch_size() -> None:
     cider = get_adapter("cider")
     with pytest.raises(ConfigError, match="batch-coupled"):
         cider(AdapterContext.create(SPEC, cider.resolve_params("synth", {"eval_batch_size": 64})))
+    # refused when the parameters are resolved: a run stops before anything trains
+    with pytest.raises(ConfigError, match="batch-coupled"):
+        cider.resolve_params("synth", {"eval_batch_size": 64})
+    bad = {**cider.resolve_params("synth"), "eval_batch_size": 64}
+    with pytest.raises(ConfigError, match="batch-coupled"):  # and by the adapter itself
+        cider(AdapterContext.create(SPEC, bad))
     same = cider.resolve_params("synth", {"eval_batch_size": 32})
     assert cider(AdapterContext.create(SPEC, same)).eval_batch_size == 32
     with pytest.raises(ConfigError, match=">= 1"):
